@@ -1,0 +1,35 @@
+"""Backend registry: pick a scheduler by name (`local`, `slurm`, `auto`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.backends.base import Backend
+from reconciler.errors import UsageError
+
+BACKEND_NAMES = ("auto", "local", "slurm")
+
+
+def make_backend(name: str, state_dir: Path) -> tuple[Backend, str]:
+    """The backend and a one-line note saying which was picked (and why, for `auto`)."""
+    if name == "local":
+        return _local(state_dir), "backend: local"
+    if name == "slurm":
+        from reconciler.backends.slurm.backend import SlurmBackend
+
+        return SlurmBackend(), "backend: slurm"
+    if name == "auto":
+        from reconciler.backends.slurm.backend import slurm_available
+
+        if slurm_available():
+            from reconciler.backends.slurm.backend import SlurmBackend
+
+            return SlurmBackend(), "backend: slurm (auto: sbatch found and the controller answers)"
+        return _local(state_dir), "backend: local (auto: no reachable SLURM controller)"
+    raise UsageError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+
+
+def _local(state_dir: Path) -> Backend:
+    from reconciler.backends.local import LocalBackend
+
+    return LocalBackend(state_dir / "local")

@@ -1,0 +1,139 @@
+"""The backend interface: submit, query, cancel, release. Both backends speak SLURM's job states."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# SLURM job states, by the names squeue/sacct print.
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+TIMEOUT = "TIMEOUT"
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
+NODE_FAIL = "NODE_FAIL"
+PREEMPTED = "PREEMPTED"
+BOOT_FAIL = "BOOT_FAIL"
+DEADLINE = "DEADLINE"
+
+# States in which a job still holds (or may soon hold) resources: at most one per unit.
+# REQUEUED/RESIZING/SUSPENDED jobs come back, so they count as live.
+LIVE_STATES = frozenset(
+    {PENDING, RUNNING, "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STAGE_OUT", "SIGNALING"}
+)
+TERMINAL_STATES = frozenset(
+    {COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE}
+)
+
+# Reason SLURM gives a job whose afterok dependency failed: it stays PENDING forever.
+DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"
+
+# Failure classes kept for reports and remedies.
+FAILURE_CLASSES = {
+    TIMEOUT: "timeout",
+    DEADLINE: "timeout",
+    OUT_OF_MEMORY: "out_of_memory",
+    NODE_FAIL: "node_failure",
+    PREEMPTED: "node_failure",
+    BOOT_FAIL: "node_failure",
+    FAILED: "other",
+    CANCELLED: "cancelled",
+}
+
+
+def normalise_state(raw: str) -> str:
+    """`CANCELLED by 0` -> CANCELLED, `RUNNING+` -> RUNNING; unknown words pass through upper-cased."""
+    word = raw.strip().split(" ", 1)[0].rstrip("+")
+    return word.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What the scheduler says about one job."""
+
+    job_id: str
+    state: str
+    name: str = ""
+    tag: str | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def failure_class(self) -> str | None:
+        if self.state == COMPLETED and (self.exit_code or 0) != 0:
+            return "other"
+        return FAILURE_CLASSES.get(self.state)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """One job to submit. `tag` goes to SLURM's --comment (the same field locally)."""
+
+    script: Path
+    name: str
+    tag: str
+    workdir: Path
+    depends_on: tuple[str, ...] = ()
+    stdout: Path | None = None  # the --output pattern, may hold %j
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The answer to one batched query: every job found, by id.
+
+    `missing` lists the asked-for ids that no source knew (gone from squeue and from
+    accounting): those jobs ended long ago; artifacts decide what they produced.
+    """
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    missing: frozenset[str] = frozenset()
+
+    def by_tag(self, tag: str) -> list[Job]:
+        return sorted((j for j in self.jobs.values() if j.tag == tag), key=lambda j: int_or_zero(j.job_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    name: str
+    min_poll_seconds: float
+    default_poll_seconds: float
+    # Seconds between fine-tune submissions (the shared HF cache races otherwise).
+    finetune_stagger_seconds: float = 0.0
+
+
+class Backend(Protocol):
+    capabilities: Capabilities
+
+    def submit(self, request: SubmitRequest) -> str:
+        """Submit one job, return its id. Raises BackendError (permanent) or BackendUnavailable."""
+        ...
+
+    def query(self, tag_prefix: str, job_ids: Collection[str]) -> Snapshot:
+        """One batched call: every live job whose tag starts with `tag_prefix`, plus the given ids.
+
+        Raises BackendUnavailable when the scheduler cannot answer (never "no jobs").
+        """
+        ...
+
+    def cancel(self, job_ids: Collection[str]) -> None: ...
+
+    def release(self, job_id: str) -> None:
+        """Drop the dependency of a pending job so it may start now."""
+        ...
+
+
+def int_or_zero(job_id: str) -> int:
+    head = job_id.split("_", 1)[0]
+    return int(head) if head.isdigit() else 0

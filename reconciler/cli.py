@@ -1,0 +1,248 @@
+"""The `reconcile` command: parse options, call one library function, render, exit. No logic here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.backends import BACKEND_NAMES, make_backend
+from reconciler.errors import ReconcilerError, SpecError
+from reconciler.journal import experiment_lock
+from reconciler.loop import PassResult, exit_code_for, load_desired, run_pass, watch
+from reconciler.plan import Policy
+from reconciler.report import plan_render
+from reconciler.spec.units import Desired
+
+EXP = click.argument("exp", type=click.Path(path_type=Path), default=Path("."), required=False)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """User errors are one line on stderr with their exit code; never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except ReconcilerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+    return wrapper
+
+
+def _warn(desired: Desired) -> None:
+    for warning in desired.loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = ()) -> Policy:
+    keys = {k for item in replace for k in item.split(",") if k and k != "outdated"}
+    unknown = keys - set(desired.by_key())
+    if unknown:
+        raise ReconcilerError(f"--replace: {sorted(unknown)[0]!r} is not a unit of this experiment "
+                              "(see `reconcile plan` for unit keys)")
+    return Policy(
+        max_attempts=max_attempts or desired.loaded.spec.reconciler.max_attempts,
+        replace=frozenset(keys),
+        replace_outdated=any("outdated" in item.split(",") for item in replace),
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="reconciler")
+def main() -> None:
+    """Take an experiment from experiment_summary.yaml to its results, idempotently.
+
+    EXP is an experiment directory or its experiment_summary.yaml (default: the current directory).
+    """
+
+
+@main.command()
+@EXP
+@handle_errors
+def validate(exp: Path) -> None:
+    """Check the experiment file; print what it expands to."""
+    desired = load_desired(exp)
+    _warn(desired)
+    kinds = [u.kind for u in desired.units]
+    click.echo(f"{desired.loaded.path}: valid ({desired.loaded.dialect} dialect): "
+               f"{kinds.count('finetune')} fine-tunes, {kinds.count('eval')} evals")
+
+
+@main.command()
+@EXP
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--offline", is_flag=True, help="Do not ask any scheduler (CI): its state is reported unknown.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0: nothing to do, 1: error, 2: actions pending.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=None)
+@click.option("--replace", multiple=True, help="Unit keys to re-run, or 'outdated'.")
+@handle_errors
+def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bool, max_attempts: int | None,
+         replace: tuple[str, ...]) -> None:
+    """Show what apply would do, changing nothing."""
+    desired = load_desired(exp)
+    _warn(desired)
+    policy = _policy(desired, max_attempts, replace)
+    chosen = None if offline else make_backend(backend, desired.layout.state_dir)[0]
+    result = run_pass(desired, chosen, policy, act=False)
+    _render_plan(result, fmt)
+    if detailed_exitcode and result.plan.has_changes:
+        sys.exit(2)
+
+
+def _render_plan(result: PassResult, fmt: str) -> None:
+    out = sys.stdout
+    if fmt == "json":
+        plan_render.write_json(result.plan, out)
+    elif fmt == "markdown":
+        from reconciler.report import plan_markdown
+
+        plan_markdown.write_markdown(result.plan, out)
+    else:
+        plan_render.write_text(result.plan, out)
+
+
+@main.command()
+@EXP
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: the plan's units list.")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@handle_errors
+def status(exp: Path, as_json: bool, backend: str) -> None:
+    """Where every unit stands."""
+    desired = load_desired(exp)
+    chosen = make_backend(backend, desired.layout.state_dir)[0]
+    result = run_pass(desired, chosen, _policy(desired, None), act=False)
+    if as_json:
+        record = plan_render.plan_record(result.plan)
+        click.echo(json.dumps({"format_version": 1, "experiment": record["experiment"],
+                               "scheduler": record["scheduler"], "units": record["units"]}, indent=2))
+        return
+    from reconciler.report import status_render
+
+    status_render.write_status(result, sys.stdout)
+
+
+@main.command()
+@EXP
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--watch", "watch_", is_flag=True, help="Repeat passes until converged.")
+@click.option("--interval", type=click.FloatRange(0.1), default=None, help="Seconds between passes in --watch.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Submissions per unit (default 3).")
+@click.option("--max-submit", type=click.IntRange(1), default=None,
+              help="Cap on live jobs of this experiment (SLURM default 25, like a QoS MaxSubmitJobs).")
+@click.option("--replace", multiple=True, help="Re-run these unit keys (comma-separated), or 'outdated'.")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0,
+              help="Wait this long for another reconciler's lock instead of exiting.")
+@handle_errors
+def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_attempts: int | None,
+          max_submit: int | None, replace: tuple[str, ...], wait_seconds: float) -> None:
+    """Submit what is missing (one pass; --watch repeats until converged)."""
+    _apply(exp, backend, watch_, interval, max_attempts, max_submit, replace, wait_seconds)
+
+
+@main.command(name="watch")
+@EXP
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--interval", type=click.FloatRange(0.1), default=None)
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=None)
+@click.option("--max-submit", type=click.IntRange(1), default=None)
+@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0)
+@handle_errors
+def watch_cmd(exp: Path, backend: str, interval: float | None, max_attempts: int | None, max_submit: int | None,
+              wait_seconds: float) -> None:
+    """Same as `apply --watch`."""
+    _apply(exp, backend, True, interval, max_attempts, max_submit, (), wait_seconds)
+
+
+def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, max_attempts: int | None,
+           max_submit: int | None, replace: tuple[str, ...], wait_seconds: float) -> None:
+    from reconciler.apply import ApplyOptions
+    from reconciler.report.progress import Progress
+    from reconciler.operations import prepare_unit
+
+    desired = load_desired(exp)
+    _warn(desired)
+    policy = _policy(desired, max_attempts, replace)
+    backend, note = make_backend(backend_name, desired.layout.state_dir)
+    caps = backend.capabilities
+    if interval is None:
+        interval = caps.default_poll_seconds
+    if interval < caps.min_poll_seconds:
+        click.echo(f"note: --interval raised to {caps.min_poll_seconds:g}s, the least this scheduler should be polled",
+                   err=True)
+        interval = caps.min_poll_seconds
+    if max_submit is None and caps.name == "slurm":
+        max_submit = 25
+    options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
+    progress = Progress(sys.stdout, desired, note)
+    with experiment_lock(desired.layout.state_dir, wait_seconds):
+        def one() -> PassResult:
+            # Re-read the spec each pass in watch mode: edits take effect, broken edits stop the watch.
+            fresh = load_desired(exp) if watch_ else desired
+            return run_pass(fresh, backend, _policy(fresh, max_attempts, replace) if watch_ else policy,
+                            act=True, options=options, prepare=prepare_unit)
+        try:
+            if watch_:
+                result = watch(one, interval, progress.on_pass)
+            else:
+                result = one()
+                progress.on_pass(result)
+        except KeyboardInterrupt:
+            progress.close()
+            click.echo("interrupted: jobs already submitted keep running; run `reconcile apply --watch` to resume, "
+                       "or `reconcile cancel` to stop them.", err=True)
+            sys.exit(130)
+        progress.close()
+    if watch_:
+        sys.exit(exit_code_for(result))
+    if result.applied is not None and result.applied.errors:
+        sys.exit(1)
+
+
+@main.command()
+@EXP
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0)
+@handle_errors
+def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
+    """Cancel every in-flight job of the experiment (found by tag)."""
+    from reconciler.operations import cancel_all
+
+    desired = load_desired(exp)
+    chosen, _ = make_backend(backend, desired.layout.state_dir)
+    with experiment_lock(desired.layout.state_dir, wait_seconds):
+        cancelled = cancel_all(desired, chosen)
+    for unit, job_id in cancelled:
+        click.echo(f"cancelled {unit} (job {job_id})")
+    click.echo(f"{len(cancelled)} job(s) cancelled")
+
+
+@main.command()
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Write to this file instead of stdout.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of experiment_summary.yaml."""
+    from reconciler.spec.schema import experiment_schema_text
+
+    text = experiment_schema_text()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+def _restore_sigpipe() -> None:
+    # `reconcile plan | head` should end quietly, like other Unix tools.
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+_restore_sigpipe()

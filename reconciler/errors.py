@@ -1,0 +1,63 @@
+"""Error types: each carries its context as fields and decides whether it is retried."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ReconcilerError(Exception):
+    """Base class. `exit_code` is what the CLI exits with when this reaches it."""
+
+    exit_code = 1
+
+
+@dataclass
+class SpecError(ReconcilerError):
+    """Invalid user input, located in a file: exit 2, nothing written."""
+
+    path: Path | str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+
+    exit_code = 2
+
+    def __str__(self) -> str:
+        where = str(self.path)
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}"
+
+
+class UsageError(ReconcilerError):
+    """Bad command-line input that is not located in a file: exit 2."""
+
+    exit_code = 2
+
+
+@dataclass
+class BackendError(ReconcilerError):
+    """A scheduler command failed for good (never retried in a loop)."""
+
+    command: str
+    returncode: int | None
+    stderr: str
+
+    def __str__(self) -> str:
+        detail = self.stderr.strip().splitlines()[-1] if self.stderr.strip() else "no output"
+        return f"{self.command} failed (exit {self.returncode}): {detail}"
+
+
+class BackendUnavailable(ReconcilerError):
+    """Transient: the scheduler could not be asked. Evidence becomes unknown; the next pass retries."""
+
+
+class LockHeld(ReconcilerError):
+    """Another reconciler is acting on this experiment."""
+
+    exit_code = 1

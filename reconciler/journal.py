@@ -1,0 +1,156 @@
+"""The journal: an append-only record of intents and job ids (a cache of the scheduler), plus the lock."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.backends.base import TERMINAL_STATES
+from reconciler.errors import LockHeld, ReconcilerError
+
+JOURNAL_NAME = "journal.jsonl"
+LOCK_NAME = "lock"
+
+
+@dataclass
+class UnitHistory:
+    """What the journal says about one unit."""
+
+    # (job_id, fingerprint) of each submission, oldest first.
+    jobs: list[tuple[str, str | None]] = field(default_factory=list)
+    # An intent written with no job id after it: a crash between intent and sbatch's answer.
+    open_intent: bool = False
+    last_remedy: dict[str, Any] | None = None
+
+
+@dataclass
+class JournalView:
+    units: dict[str, UnitHistory] = field(default_factory=dict)
+    # Terminal states seen before, by job id: no need to ask accounting again.
+    terminal: dict[str, str] = field(default_factory=dict)
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+
+    def history(self, key: str) -> UnitHistory:
+        return self.units.get(key) or UnitHistory()
+
+    def job_ids(self) -> set[str]:
+        return {job for h in self.units.values() for job, _ in h.jobs}
+
+    def unit_of(self) -> dict[str, str]:
+        return {job: key for key, h in self.units.items() for job, _ in h.jobs}
+
+    def in_flight_ids(self) -> set[str]:
+        return {job for job in self.job_ids() if job not in self.terminal}
+
+
+class Journal:
+    """Append-only JSON lines in `.reconciler/journal.jsonl`; every append is fsynced."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.path = state_dir / JOURNAL_NAME
+
+    def read(self) -> JournalView:
+        view = JournalView()
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return view
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash or a full disk: the rest still counts
+            if isinstance(rec, dict):
+                _fold(view, rec)
+        return view
+
+    def append(self, event: str, **fields: Any) -> None:
+        rec = {"ts": round(time.time(), 3), "event": event, **fields}
+        line = json.dumps(rec, separators=(",", ":"), sort_keys=True) + "\n"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            # A previous write cut short leaves a line without newline; start a fresh one.
+            if os.fstat(fd).st_size and _last_byte(self.path) != b"\n":
+                line = "\n" + line
+            data = line.encode()
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write to the journal")
+            os.fsync(fd)
+        except OSError as exc:
+            raise ReconcilerError(f"cannot write the journal {self.path}: {exc.strerror or exc}; "
+                                  "nothing further was submitted") from exc
+        finally:
+            os.close(fd)
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1)
+
+
+def _fold(view: JournalView, rec: dict[str, Any]) -> None:
+    event = rec.get("event")
+    key = rec.get("unit")
+    if event == "intent" and isinstance(key, str):
+        view.units.setdefault(key, UnitHistory()).open_intent = True
+    elif event in ("submitted", "adopted") and isinstance(key, str) and rec.get("job_id"):
+        h = view.units.setdefault(key, UnitHistory())
+        job = str(rec["job_id"])
+        if job not in {j for j, _ in h.jobs}:
+            h.jobs.append((job, rec.get("fingerprint")))
+        h.open_intent = False
+    elif event == "submit_failed" and isinstance(key, str):
+        view.units.setdefault(key, UnitHistory()).open_intent = False
+    elif event == "job_state" and rec.get("job_id") and rec.get("state") in TERMINAL_STATES:
+        view.terminal[str(rec["job_id"])] = rec["state"]
+        view.exit_codes[str(rec["job_id"])] = rec.get("exit_code")
+    elif event == "cancelled" and rec.get("job_id"):
+        view.cancelled.add(str(rec["job_id"]))
+    elif event == "remedy" and isinstance(key, str):
+        view.units.setdefault(key, UnitHistory()).last_remedy = rec
+
+
+@contextmanager
+def experiment_lock(state_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
+    """One reconciler acts on an experiment at a time. The lock dies with its process (flock)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_seconds
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(path)
+                    raise LockHeld(f"another reconciler{holder} is acting on this experiment "
+                                   f"({state_dir.parent}); wait for it to finish, or use --wait SECONDS") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        return f" (pid {info['pid']}, since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""

@@ -1,0 +1,106 @@
+"""One reconcile pass (observe -> plan -> apply), and watch: repeat until converged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
+from reconciler.backends.base import Backend, Snapshot
+from reconciler.errors import BackendUnavailable
+from reconciler.journal import Journal, JournalView
+from reconciler.observe.evallogs import HeaderCache
+from reconciler.observe.observation import Observation, all_done_on_disk, observe, observe_files
+from reconciler.plan import Plan, PlannedUnit, Policy, plan
+from reconciler.spec.load import load_spec
+from reconciler.spec.units import Desired, Unit, expand, tag_prefix
+
+HEADER_CACHE = "eval-headers.json"
+
+
+@dataclass
+class PassResult:
+    plan: Plan
+    observation: Observation
+    applied: ApplyResult | None = None
+    scheduler_queried: bool = False
+    elapsed: float = 0.0
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        """Nothing submitted this pass, nothing left to submit, nothing in flight."""
+        if self.applied is not None and self.applied.changed:
+            return False
+        return self.plan.converged
+
+
+def load_desired(target: Path) -> Desired:
+    return expand(load_spec(target))
+
+
+def take_snapshot(desired: Desired, backend: Backend | None, view: JournalView,
+                  files_done: bool) -> tuple[Snapshot | None, str, bool]:
+    """One batched scheduler query, or none when nothing is in flight and nothing is left to do."""
+    if backend is None:
+        return None, "offline: the scheduler was not asked", False
+    in_flight = view.in_flight_ids()
+    if files_done and not in_flight:
+        return Snapshot(), "", False
+    try:
+        return backend.query(tag_prefix(desired.experiment), sorted(in_flight)), "", True
+    except BackendUnavailable as exc:
+        return None, f"scheduler unavailable: {exc}", True
+
+
+def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
+             options: ApplyOptions = ApplyOptions(),
+             prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None) -> PassResult:
+    """Observe, plan, and (when `act`) apply. `backend=None` plans offline."""
+    started = time.monotonic()
+    state_dir = desired.layout.state_dir
+    journal = Journal(state_dir)
+    view = journal.read()
+    cache = HeaderCache(state_dir / HEADER_CACHE if state_dir.is_dir() else None)
+    files = observe_files(desired, cache)
+    snapshot, note, queried = take_snapshot(desired, backend, view, all_done_on_disk(files))
+    events: list[Event] = []
+    if act and snapshot is not None:
+        events = record_observed(journal, view, snapshot, desired)
+        if events:
+            view = journal.read()
+    observation = observe(desired, view, snapshot, cache, scheduler_note=note, files=files)
+    the_plan = plan(desired.units, observation, policy, experiment=desired.experiment)
+    the_plan = Plan(experiment=the_plan.experiment, units=the_plan.units, scheduler_known=the_plan.scheduler_known,
+                    scheduler_note=the_plan.scheduler_note, warnings=desired.loaded.warnings)
+    applied = None
+    if act and backend is not None and the_plan.has_changes:
+        applied = apply_plan(the_plan, desired, backend, journal, snapshot, options, prepare)
+        events.extend(applied.events)
+    if act or state_dir.is_dir():
+        cache.save()
+    return PassResult(plan=the_plan, observation=observation, applied=applied, scheduler_queried=queried,
+                      elapsed=time.monotonic() - started, events=events)
+
+
+def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[[PassResult], None],
+          sleep: Callable[[float], None] = time.sleep, max_passes: int | None = None) -> PassResult:
+    """Repeat passes until converged. Only this function sleeps."""
+    passes = 0
+    while True:
+        result = run_one()
+        on_pass(result)
+        passes += 1
+        if result.converged or (max_passes is not None and passes >= max_passes):
+            return result
+        sleep(interval)
+
+
+def exit_code_for(result: PassResult) -> int:
+    """0 converged with every unit done (or left outdated), 3 with failed or blocked units, 1 otherwise."""
+    states = result.plan.state_counts()
+    if not result.converged:
+        return 1
+    return 3 if states["failed"] or states["blocked"] else 0

@@ -1,0 +1,180 @@
+"""Read inspect-ai `.eval` headers (cached by path, size and mtime) and decide which log completes a unit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info < (3, 14):
+    import zipfile_zstd  # noqa: F401  (patches zipfile for zstd members; inspect-ai depends on it)
+
+LogState = Literal["complete", "partial", "started", "error", "cancelled", "unreadable"]
+
+READ_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LogSummary:
+    """What one `.eval` file says, reduced to what the reconciler and the reports need."""
+
+    path: str
+    state: LogState
+    status: str
+    task: str = ""
+    created: str = ""
+    run: str | None = None
+    epoch: int | None = None
+    unit: str | None = None
+    fingerprint: str | None = None
+    completed: int | None = None
+    total: int | None = None
+    metric: str | None = None
+    value: float | None = None
+    error: str | None = None
+    mtime: float = 0.0
+
+
+def classify(header: dict[str, Any], path: str, mtime: float) -> LogSummary:
+    """Complete = success, every sample done, and no --limit / --sample-id (inspect exits 0 on error)."""
+    ev = header.get("eval") or {}
+    results = header.get("results") or {}
+    status = header.get("status", "started")
+    config = ev.get("config") or {}
+    meta = ev.get("metadata") or {}
+    completed, total = results.get("completed_samples"), results.get("total_samples")
+    if status == "success":
+        full = completed is not None and completed == total and config.get("limit") is None \
+            and config.get("sample_id") is None
+        state: LogState = "complete" if full else "partial"
+    elif status in ("started", "error", "cancelled"):
+        state = status
+    else:
+        state = "unreadable"
+    metric, value = _headline(results)
+    epoch = meta.get("epoch")
+    error = (header.get("error") or {}).get("message") if header.get("error") else None
+    return LogSummary(
+        path=path, state=state, status=status, task=str(ev.get("task", "")), created=str(ev.get("created", "")),
+        run=_str_or_none(meta.get("run")), epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+        unit=_str_or_none(meta.get("reconciler_unit")), fingerprint=_str_or_none(meta.get("reconciler_fingerprint")),
+        completed=completed, total=total, metric=metric, value=value,
+        error=error.splitlines()[0][:300] if error else None, mtime=mtime,
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _headline(results: dict[str, Any]) -> tuple[str | None, float | None]:
+    scores = results.get("scores") or []
+    if not scores:
+        return None, None
+    chosen = scores[0]
+    headline = results.get("headline") or {}
+    if headline:
+        chosen = next((s for s in scores if s.get("name") == headline.get("score")), chosen)
+        metric = (chosen.get("metrics") or {}).get(headline.get("metric"))
+        if metric:
+            return metric.get("name"), metric.get("value")
+    metrics = chosen.get("metrics") or {}
+    for name in ("accuracy", "mean"):
+        if name in metrics:
+            return name, metrics[name].get("value")
+    if metrics:
+        first = next(iter(metrics.values()))
+        return first.get("name"), first.get("value")
+    return None, None
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The header of a `.eval` zip; a running log has only `_journal/start.json`.
+
+    Read with the standard zipfile rather than inspect's reader: it opens the file once, so a
+    writer replacing the file mid-read cannot make it fail half-way (inspect-ai.md, point 5).
+    """
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        if "header.json" in names:
+            return json.loads(z.read("header.json"))
+        start = json.loads(z.read("_journal/start.json"))
+        return {"status": "started", "eval": start.get("eval") or {}, "results": None, "error": None}
+
+
+class HeaderCache:
+    """Headers keyed by path, valid while size and mtime are unchanged: a re-plan stats, not reads."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.dirty = False
+        self.reads = 0
+        if path is not None:
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def summary(self, path: Path, st: os.stat_result) -> LogSummary:
+        key = str(path)
+        hit = self.entries.get(key)
+        if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+            return LogSummary(**hit["summary"])
+        summary = _read_with_retry(path, st.st_mtime)
+        # Unreadable now may be readable in a moment (being written): do not cache it.
+        if summary.state != "unreadable":
+            self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "summary": asdict(summary)}
+            self.dirty = True
+        return summary
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        from reconciler.fsutil import atomic_write_text
+
+        atomic_write_text(self.path, json.dumps(self.entries, separators=(",", ":")))
+        self.dirty = False
+
+
+def _read_with_retry(path: Path, mtime: float) -> LogSummary:
+    last = ""
+    for attempt in range(READ_TRIES):
+        try:
+            return classify(read_header(path), str(path), mtime)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, TypeError, AttributeError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+            if attempt < READ_TRIES - 1:
+                time.sleep(0.05)
+    return LogSummary(path=str(path), state="unreadable", status="unreadable", error=last[:300], mtime=mtime)
+
+
+def scan_dir(log_dir: Path, cache: HeaderCache) -> list[LogSummary]:
+    """Every `.eval` log in a directory (inspect's `.inspect_tmp_*` files are skipped)."""
+    out = []
+    try:
+        entries = list(os.scandir(log_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        if entry.name.endswith(".eval") and not entry.name.startswith("."):
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            out.append(cache.summary(Path(entry.path), st))
+    return out
+
+
+def best_log(logs: list[LogSummary]) -> LogSummary | None:
+    """A complete log wins over any failed one, whatever their order; then the newest."""
+    if not logs:
+        return None
+    rank = {"complete": 3, "partial": 1, "started": 2, "error": 1, "cancelled": 1, "unreadable": 0}
+    return max(logs, key=lambda s: (s.state == "complete", rank[s.state] if s.state != "complete" else 0,
+                                    s.created, s.mtime))

@@ -1,0 +1,177 @@
+"""Merge every source (files, eval logs, scheduler, journal) into per-unit evidence."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.backends.base import Job, Snapshot
+from reconciler.journal import JournalView
+from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence
+from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
+from reconciler.spec.units import Desired, Unit, tag_for
+
+# A job the journal knows but no scheduler source remembers: it ended long ago.
+GONE = "GONE"
+# A job whose state could not be asked (scheduler unreachable, or --offline).
+UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class UnitEvidence:
+    jobs: tuple[Job, ...] = ()  # oldest first
+    attempts: int = 0  # submissions under the current fingerprint
+    open_intent: bool = False
+    epochs: tuple[EpochEvidence, ...] = ()  # finetune: one per epoch
+    log: LogSummary | None = None  # eval: the log that speaks for the unit
+    logs_seen: int = 0
+    produced_fingerprint: str | None = None
+    script_fingerprint: str | None = None  # from the rendered script's header, when read
+
+
+@dataclass(frozen=True)
+class Observation:
+    units: dict[str, UnitEvidence]
+    scheduler_known: bool
+    scheduler_note: str = ""  # why it is unknown, for reports
+    read_at: dict[str, float] = field(default_factory=dict)
+
+    def get(self, key: str) -> UnitEvidence:
+        return self.units.get(key) or UnitEvidence()
+
+
+FileEvidence = dict[str, tuple[tuple[EpochEvidence, ...], list[LogSummary]]]
+
+
+def observe_files(desired: Desired, cache: HeaderCache) -> FileEvidence:
+    """The file side only: checkpoint epochs of fine-tunes, eval logs of evals."""
+    out: FileEvidence = {}
+    dir_logs: dict[Path, list[LogSummary]] = {}
+    for unit in desired.units:
+        if unit.kind == "finetune":
+            last = len(unit.epochs) - 1
+            evidence = tuple(
+                epoch_evidence(desired.layout.epoch_dir(unit.run, n), final=(i == last))
+                for i, n in enumerate(unit.epochs)
+            )
+            out[unit.key] = (evidence, [])
+        else:
+            assert unit.log_dir is not None
+            if unit.log_dir not in dir_logs:
+                dir_logs[unit.log_dir] = scan_dir(unit.log_dir, cache)
+            out[unit.key] = ((), logs_for(unit, dir_logs[unit.log_dir], desired.layout.dialect))
+    return out
+
+
+def logs_for(unit: Unit, logs: list[LogSummary], dialect: str) -> list[LogSummary]:
+    if dialect != "v0.2":
+        return logs  # one directory per cell: every log in it is the cell's
+    # v0.2 shares one log directory per run: tell cells apart by what the log records.
+    mine = []
+    for log in logs:
+        if log.unit is not None:
+            if log.unit == unit.key:
+                mine.append(log)
+        elif log.epoch == unit.epoch and (log.task == unit.task or log.task.startswith(f"{unit.task}_")):
+            mine.append(log)
+    return mine
+
+
+def observe(
+    desired: Desired,
+    journal: JournalView,
+    snapshot: Snapshot | None,
+    cache: HeaderCache,
+    scheduler_note: str = "",
+    read_scripts: bool = True,
+    files: FileEvidence | None = None,
+) -> Observation:
+    """`snapshot` is None when the scheduler was not asked or could not answer."""
+    now = time.time()
+    if files is None:
+        files = observe_files(desired, cache)
+    by_tag: dict[str, list[Job]] = {}
+    if snapshot is not None:
+        for job in snapshot.jobs.values():
+            if job.tag:
+                by_tag.setdefault(job.tag, []).append(job)
+    units: dict[str, UnitEvidence] = {}
+    for unit in desired.units:
+        history = journal.history(unit.key)
+        jobs: dict[str, Job] = {}
+        fps: dict[str, str | None] = {}
+        for job_id, fp in history.jobs:
+            jobs[job_id] = _job_record(job_id, journal, snapshot)
+            fps[job_id] = fp
+        for job in by_tag.get(tag_for(desired.experiment, unit.key), ()):
+            jobs[job.job_id] = job  # found by tag (journal lost or crash before the job id was written)
+            fps.setdefault(job.job_id, None)
+        ordered = tuple(sorted(jobs.values(), key=lambda j: _job_order(j.job_id)))
+        attempts = sum(1 for j in ordered if fps.get(j.job_id) in (None, unit.fingerprint))
+        epochs, logs = files[unit.key]
+        log = best_log(logs)
+        produced = _produced_fingerprint(unit, log, ordered, fps)
+        script_fp = None
+        if read_scripts and produced is None and _done_on_disk(epochs, log):
+            script_fp = read_script_fingerprint(unit.script)
+            produced = script_fp
+        units[unit.key] = UnitEvidence(
+            jobs=ordered, attempts=attempts, open_intent=history.open_intent, epochs=epochs, log=log,
+            logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp,
+        )
+    read_at = {"files": now, "journal": now}
+    if snapshot is not None:
+        read_at["scheduler"] = now
+    return Observation(units=units, scheduler_known=snapshot is not None, scheduler_note=scheduler_note, read_at=read_at)
+
+
+def _job_record(job_id: str, journal: JournalView, snapshot: Snapshot | None) -> Job:
+    if snapshot is not None and job_id in snapshot.jobs:
+        return snapshot.jobs[job_id]
+    if job_id in journal.terminal:
+        return Job(job_id=job_id, state=journal.terminal[job_id], exit_code=journal.exit_codes.get(job_id))
+    if snapshot is not None:
+        return Job(job_id=job_id, state=GONE)
+    return Job(job_id=job_id, state=UNKNOWN)
+
+
+def _job_order(job_id: str) -> tuple[int, str]:
+    head = job_id.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 0, job_id)
+
+
+def all_done_on_disk(files: FileEvidence) -> bool:
+    return all(_done_on_disk(epochs, best_log(logs)) for epochs, logs in files.values())
+
+
+def _done_on_disk(epochs: tuple[EpochEvidence, ...], log: LogSummary | None) -> bool:
+    if epochs:
+        return all(e.state == "complete" for e in epochs)
+    return log is not None and log.state == "complete"
+
+
+def _produced_fingerprint(unit: Unit, log: LogSummary | None, jobs: tuple[Job, ...],
+                          fps: dict[str, str | None]) -> str | None:
+    """Under which spec the artifacts were made: the log's own record first, then the journal."""
+    if unit.kind == "eval" and log is not None and log.fingerprint:
+        return log.fingerprint
+    for job in reversed(jobs):
+        if fps.get(job.job_id):
+            return fps[job.job_id]
+    return None
+
+
+FINGERPRINT_MARK = "# reconciler-fingerprint:"
+
+
+def read_script_fingerprint(script: Path) -> str | None:
+    """The fingerprint a rendered script carries in its header (None: not ours, or absent)."""
+    try:
+        with open(script, encoding="utf-8", errors="replace") as fh:
+            for _, line in zip(range(8), fh):
+                if line.startswith(FINGERPRINT_MARK):
+                    return line[len(FINGERPRINT_MARK):].strip() or None
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,300 @@
+"""The pure planner: desired units + observed evidence + policy -> one action per unit, with a reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reconciler.backends.base import (
+    COMPLETED,
+    DEPENDENCY_NEVER_SATISFIED,
+    PENDING,
+    RUNNING,
+    TERMINAL_STATES,
+    Job,
+)
+from reconciler.observe.observation import GONE, UNKNOWN, Observation, UnitEvidence
+from reconciler.spec.units import Unit
+
+State = Literal["missing", "waiting", "queued", "running", "done", "failed", "blocked", "outdated", "unknown"]
+Action = Literal["submit", "resubmit", "cancel", "release", "wait", "none"]
+
+STATES: tuple[State, ...] = ("missing", "waiting", "queued", "running", "done", "failed", "blocked", "outdated", "unknown")
+ACTIONS: tuple[Action, ...] = ("submit", "resubmit", "cancel", "release", "wait", "none")
+IN_FLIGHT: frozenset[str] = frozenset({"queued", "running"})
+SUBMITTING: frozenset[str] = frozenset({"submit", "resubmit"})
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int = 3
+    replace: frozenset[str] = frozenset()  # unit keys to re-run although done
+    replace_outdated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedUnit:
+    key: str
+    kind: str
+    run: str
+    task: str | None
+    epoch: int | None
+    state: State
+    action: Action
+    reason: str
+    depends_on: tuple[str, ...]
+    fingerprint: str
+    job_id: str | None = None
+    attempts: int = 0
+    failure_class: str | None = None
+    # submit/resubmit: units whose new or live job this one must wait for (afterok).
+    after: tuple[str, ...] = ()
+    # cancel: the job ids to cancel; release: the job to release.
+    job_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    experiment: str
+    units: tuple[PlannedUnit, ...]
+    scheduler_known: bool = True
+    scheduler_note: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+    def counts(self) -> Counter[str]:
+        return Counter(u.action for u in self.units)
+
+    def state_counts(self) -> Counter[str]:
+        return Counter(u.state for u in self.units)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(u.action not in ("none", "wait") for u in self.units)
+
+    @property
+    def converged(self) -> bool:
+        """Nothing left to do and nothing in flight (unknown units are not converged)."""
+        return not self.has_changes and all(
+            u.state in ("done", "failed", "blocked", "outdated") for u in self.units
+        )
+
+    def summary_line(self) -> str:
+        a, s = self.counts(), self.state_counts()
+        release = f", {a['release']} to release" if a["release"] else ""
+        unknown = f", {s['unknown']} unknown" if s["unknown"] else ""
+        failed = f", {s['failed']} failed" if s["failed"] else ""
+        outdated = f", {s['outdated']} outdated" if s["outdated"] else ""
+        return (f"Plan: {a['submit']} to submit, {a['resubmit']} to resubmit, {a['cancel']} to cancel{release}; "
+                f"{s['done']} done, {s['queued'] + s['running']} in flight, {s['blocked']} blocked"
+                f"{failed}{outdated}{unknown}")
+
+
+def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy: Policy,
+         experiment: str = "") -> Plan:
+    """Pure: no I/O, no clock. Fine-tunes are planned before the evals that depend on them."""
+    decided: dict[str, PlannedUnit] = {}
+    for unit in units:
+        if unit.kind == "finetune":
+            decided[unit.key] = _plan_finetune(unit, observation.get(unit.key), observation.scheduler_known, policy)
+    for unit in units:
+        if unit.kind == "eval":
+            upstream = [decided[k] for k in unit.depends_on if k in decided]
+            up_evidence = [observation.get(k) for k in unit.depends_on]
+            decided[unit.key] = _plan_eval(unit, observation.get(unit.key), observation.scheduler_known, policy,
+                                           upstream, up_evidence)
+    return Plan(experiment=experiment, units=tuple(decided[u.key] for u in units),
+                scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note)
+
+
+def _planned(unit: Unit, state: State, action: Action, reason: str, ev: UnitEvidence, **extra: object) -> PlannedUnit:
+    last = ev.jobs[-1] if ev.jobs else None
+    live = [j for j in ev.jobs if j.live]
+    job_id = live[0].job_id if live else (last.job_id if last else None)
+    failure = None
+    if last is not None and last.state in TERMINAL_STATES:
+        failure = last.failure_class
+    return PlannedUnit(
+        key=unit.key, kind=unit.kind, run=unit.run, task=unit.task, epoch=unit.epoch, state=state, action=action,
+        reason=reason, depends_on=unit.depends_on, fingerprint=unit.fingerprint, job_id=job_id,
+        attempts=ev.attempts, failure_class=failure, **extra,  # type: ignore[arg-type]
+    )
+
+
+def _in_flight(unit: Unit, ev: UnitEvidence) -> PlannedUnit | None:
+    """At most one live job per unit: extra ones are cancelled, newest first."""
+    live = [j for j in ev.jobs if j.live]
+    if not live:
+        return None
+    if len(live) > 1:
+        extra = tuple(j.job_id for j in live[1:])
+        return _planned(unit, _flight_state(live[0]), "cancel",
+                        f"duplicate_job: {len(live)} live jobs; keeping {live[0].job_id}", ev, job_ids=extra)
+    job = live[0]
+    return _planned(unit, _flight_state(job), "none", f"in_flight: job {job.job_id} {job.state}", ev)
+
+
+def _flight_state(job: Job) -> State:
+    return "queued" if job.state == PENDING else "running"
+
+
+def _unknown_jobs(ev: UnitEvidence) -> bool:
+    return any(j.state == UNKNOWN for j in ev.jobs)
+
+
+def _outdated_or_done(unit: Unit, ev: UnitEvidence, policy: Policy, what: str) -> PlannedUnit:
+    produced = ev.produced_fingerprint
+    if produced is not None and produced != unit.fingerprint:
+        if policy.replace_outdated or unit.key in policy.replace:
+            return _planned(unit, "outdated", "resubmit",
+                            f"replace: outdated, made under spec {produced[:8]}, now {unit.fingerprint[:8]}", ev)
+        return _planned(unit, "outdated", "none",
+                        f"outdated: made under spec {produced[:8]}, now {unit.fingerprint[:8]} (apply --replace to re-run)", ev)
+    if unit.key in policy.replace:
+        return _planned(unit, "done", "resubmit", "replace: asked to re-run", ev)
+    return _planned(unit, "done", "none", what, ev)
+
+
+def _plan_finetune(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Policy) -> PlannedUnit:
+    flight = _in_flight(unit, ev)
+    if flight is not None:
+        return flight
+    files_complete = bool(ev.epochs) and all(e.state == "complete" for e in ev.epochs)
+    last = ev.jobs[-1] if ev.jobs else None
+    if files_complete:
+        # The final epoch has no recipe_state.pt: also require that the job exited 0 when we know it.
+        if last is None or last.state == GONE or (last.state == COMPLETED and not last.exit_code):
+            if last is None and not scheduler_known:
+                return _planned(unit, "unknown", "none",
+                                "unknown: checkpoints are complete but the scheduler could not be asked", ev)
+            return _outdated_or_done(unit, ev, policy, f"done: {len(ev.epochs)} checkpoint(s) complete")
+    if not scheduler_known or _unknown_jobs(ev):
+        return _planned(unit, "unknown", "none", "unknown: scheduler state unknown; will look again", ev)
+    return _retry_or_submit(unit, ev, policy, last, _finetune_failure(ev, last))
+
+
+def _finetune_failure(ev: UnitEvidence, last: Job | None) -> str:
+    if last is None:
+        return ""
+    done = sum(1 for e in ev.epochs if e.state == "complete")
+    if last.state == GONE:
+        return f"job {last.job_id} ended with {done}/{len(ev.epochs)} checkpoint(s)"
+    code = f" exit {last.exit_code}" if last.exit_code else ""
+    return f"job {last.job_id} {last.state}{code} with {done}/{len(ev.epochs)} checkpoint(s)"
+
+
+def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | None, failure: str,
+                     after: tuple[str, ...] = ()) -> PlannedUnit:
+    if last is None:
+        reason = "missing: nothing submitted yet"
+        if ev.open_intent:
+            reason = "missing: an earlier submission left no job (searched by tag)"
+        if after:
+            reason += f"; afterok {', '.join(after)}"
+        return _planned(unit, "missing", "submit", reason, ev, after=after)
+    if ev.attempts >= policy.max_attempts:
+        return _planned(unit, "failed", "none",
+                        f"failed: {failure}; retry budget used ({ev.attempts}/{policy.max_attempts})", ev)
+    cls = last.failure_class
+    reason = f"retry: {failure}" + (f" ({cls})" if cls and cls != "other" else "") + \
+        f"; attempt {ev.attempts + 1} of {policy.max_attempts}"
+    if after:
+        reason += f"; afterok {', '.join(after)}"
+    return _planned(unit, "failed", "resubmit", reason, ev, after=after)
+
+
+def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Policy,
+               upstream: list[PlannedUnit], up_evidence: list[UnitEvidence]) -> PlannedUnit:
+    log = ev.log
+    up = upstream[0] if upstream else None
+    up_ev = up_evidence[0] if up_evidence else None
+    upstream_replacing = up is not None and up.action in SUBMITTING
+    if log is not None and log.state == "complete" and not upstream_replacing:
+        flight = _in_flight(unit, ev)
+        if flight is not None and flight.action == "cancel":
+            return flight
+        score = f" ({log.metric} {log.value:.3f})" if log.value is not None and log.metric else ""
+        return _outdated_or_done(unit, ev, policy, f"done: log complete{score}")
+
+    live = [j for j in ev.jobs if j.live]
+    ckpt_ready = _checkpoint_ready(unit, up, up_ev)
+    if live:
+        flight = _in_flight(unit, ev)
+        assert flight is not None
+        if flight.action == "cancel":
+            return flight
+        job = live[0]
+        if job.state == PENDING and job.reason == DEPENDENCY_NEVER_SATISFIED:
+            state: State = "blocked" if up is not None and up.state in ("failed", "blocked") and up.action == "none" \
+                else "waiting"
+            return _planned(unit, state, "cancel",
+                            f"dependency_failed: job {job.job_id} can never start ({up.key if up else 'upstream'} failed)",
+                            ev, job_ids=(job.job_id,))
+        if job.state == PENDING and job.depends_on and ckpt_ready:
+            return _planned(unit, "queued", "release",
+                            f"checkpoint_ready: epoch_{unit.needs_epoch} is complete; release job {job.job_id}",
+                            ev, job_ids=(job.job_id,))
+        return flight
+
+    if not scheduler_known or _unknown_jobs(ev):
+        return _planned(unit, "unknown", "none", "unknown: scheduler state unknown; will look again", ev)
+
+    last = ev.jobs[-1] if ev.jobs else None
+    failure = _eval_failure(ev, last)
+    if up is not None:
+        if up.state in ("failed", "blocked") and up.action == "none":
+            return _planned(unit, "blocked", "none", f"blocked: {up.key} failed for good", ev)
+        if not ckpt_ready:
+            if up.action in SUBMITTING or up.state in IN_FLIGHT:
+                return _retry_or_submit(unit, ev, policy, last, failure, after=(up.key,))
+            if up.state == "unknown":
+                return _planned(unit, "waiting", "wait", f"waiting: {up.key} state unknown", ev)
+            return _planned(unit, "waiting", "wait",
+                            f"waiting: checkpoint epoch_{unit.needs_epoch} of {up.key} is not complete", ev)
+    if last is None and log is not None and log.state in ("error", "cancelled", "partial"):
+        # A failed log with no job we know of (journal lost): it still counts as an attempt.
+        return _planned(unit, "failed", "resubmit", f"retry: {failure}", ev) \
+            if policy.max_attempts > 1 else _planned(unit, "failed", "none", f"failed: {failure}", ev)
+    return _retry_or_submit(unit, ev, policy, last, failure)
+
+
+def _eval_failure(ev: UnitEvidence, last: Job | None) -> str:
+    log = ev.log
+    if log is not None and log.state in ("error", "cancelled"):
+        msg = f": {log.error}" if log.error else ""
+        return f"eval log says {log.state}{msg}"
+    if log is not None and log.state == "partial":
+        return f"eval log incomplete ({log.completed}/{log.total} samples or a --limit)"
+    if log is not None and log.state == "started":
+        return "eval log left 'started' by a job that is gone"
+    if log is not None and log.state == "unreadable":
+        return f"eval log unreadable ({log.error})"
+    if last is None:
+        return "no job"
+    code = f" exit {last.exit_code}" if last.exit_code else ""
+    state = "ended" if last.state == GONE else last.state
+    return f"job {last.job_id} {state}{code} without a complete log"
+
+
+def _checkpoint_ready(unit: Unit, up: PlannedUnit | None, up_ev: UnitEvidence | None) -> bool:
+    """Is the checkpoint this eval loads complete, and from the fine-tune's current attempt?"""
+    if up is None or unit.needs_epoch is None:
+        return True  # control and eval-only runs load an existing model
+    if up.action in SUBMITTING or up_ev is None:
+        return False  # a new attempt will rewrite the checkpoints
+    if up.state in ("done", "outdated"):
+        return True
+    index = unit.needs_epoch
+    if index >= len(up_ev.epochs):
+        return False
+    epoch = up_ev.epochs[index]
+    if epoch.state != "complete":
+        return False
+    final = index == len(up_ev.epochs) - 1
+    if final:
+        return False  # only the job's clean exit proves the final epoch: wait for done
+    live = [j for j in up_ev.jobs if j.live]
+    if live and live[0].state == RUNNING and live[0].started_at and epoch.mtime is not None:
+        # A checkpoint older than the running attempt is left from a failed one and will be rewritten.
+        return epoch.mtime >= live[0].started_at
+    return not live or live[0].state == RUNNING

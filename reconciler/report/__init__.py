@@ -1,0 +1,1 @@
+"""Renderers: plans, status tables, progress, logs and summaries. Each writes to a given stream."""

@@ -1,0 +1,1 @@
+"""The desired side: the experiment file, its layout and its units."""

@@ -1,0 +1,99 @@
+"""Where each unit's files live, one small object per dialect. Nothing else knows path patterns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.spec.load import LoadedSpec
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Path conventions of one dialect, rooted at one experiment."""
+
+    dialect: str
+    experiment_dir: Path
+    checkpoint_base: Path | None = None  # v0.2 only: output.base_directory
+    checkpoint_pattern: str = "ck-out-{run_name}/epoch_{N}"
+
+    # The reconciler's own files.
+    @property
+    def state_dir(self) -> Path:
+        return self.experiment_dir / ".reconciler"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.experiment_dir / "logs"
+
+    def run_dir(self, run: str) -> Path:
+        return self.experiment_dir / run
+
+    # Fine-tune.
+    def finetune_script(self, run: str) -> Path:
+        return self.run_dir(run) / "finetune.slurm"
+
+    def finetune_config(self, run: str) -> Path:
+        return self.run_dir(run) / "finetune.yaml"
+
+    def setup_config(self, run: str) -> Path:
+        return self.run_dir(run) / "setup_finetune.yaml"
+
+    def output_dir(self, run: str) -> Path:
+        """Where the trainer writes: epoch_N/ directories and its SLURM stdout."""
+        if self.dialect == "v0.2":
+            assert self.checkpoint_base is not None
+            return self.epoch_dir(run, 0).parent
+        return self.run_dir(run) / "artifacts"
+
+    def epoch_dir(self, run: str, epoch: int) -> Path:
+        if self.dialect == "v0.2":
+            assert self.checkpoint_base is not None
+            return self.checkpoint_base / self.checkpoint_pattern.format(run_name=run, N=epoch)
+        return self.run_dir(run) / "artifacts" / f"epoch_{epoch}"
+
+    def finetune_stdout(self, run: str) -> Path:
+        return self.output_dir(run) / "slurm-%j.out"
+
+    # Eval.
+    @staticmethod
+    def cell(task: str, epoch: int | None) -> str:
+        return f"{task}_epoch{epoch}" if epoch is not None else task
+
+    def cell_dir(self, run: str, task: str, epoch: int | None) -> Path:
+        """v0.3.4: one directory per cell. v0.2: the run's eval/ directory, shared."""
+        if self.dialect == "v0.2":
+            return self.run_dir(run) / "eval"
+        return self.run_dir(run) / "eval" / self.cell(task, epoch)
+
+    def eval_script(self, run: str, task: str, epoch: int | None) -> Path:
+        if self.dialect == "v0.2":
+            name = f"{task}_epoch{epoch}.slurm" if epoch is not None else f"{task}_base.slurm"
+            return self.run_dir(run) / "eval" / name
+        return self.cell_dir(run, task, epoch) / "cell.slurm"
+
+    def eval_config(self, run: str, task: str, epoch: int | None) -> Path:
+        if self.dialect == "v0.2":
+            return self.run_dir(run) / "eval" / f"{self.cell(task, epoch)}_config.yaml"
+        return self.cell_dir(run, task, epoch) / "eval.yaml"
+
+    def eval_log_dir(self, run: str, task: str, epoch: int | None) -> Path:
+        return self.cell_dir(run, task, epoch) / "logs"
+
+    def eval_stdout(self, run: str, task: str, epoch: int | None) -> Path:
+        if self.dialect == "v0.2":
+            return self.run_dir(run) / "eval" / f"slurm-{self.cell(task, epoch)}-%j.out"
+        return self.cell_dir(run, task, epoch) / "slurm-%j.out"
+
+
+def layout_for(loaded: LoadedSpec) -> Layout:
+    spec = loaded.spec
+    if loaded.dialect == "v0.2":
+        assert spec.output is not None and spec.output.base_directory is not None
+        return Layout(
+            dialect="v0.2",
+            experiment_dir=loaded.experiment_dir,
+            checkpoint_base=loaded.resolve(spec.output.base_directory),
+            checkpoint_pattern=spec.output.checkpoint_pattern or "ck-out-{run_name}/epoch_{N}",
+        )
+    return Layout(dialect="v0.3", experiment_dir=loaded.experiment_dir)

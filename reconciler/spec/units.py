@@ -1,0 +1,205 @@
+"""Expand a spec into units (the atoms of desired state), each with paths, dependencies and a fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from reconciler.errors import SpecError
+from reconciler.spec.layout import Layout, layout_for
+from reconciler.spec.load import LoadedSpec
+from reconciler.spec.models import Run, Task
+
+Kind = Literal["finetune", "eval"]
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    key: str
+    kind: Kind
+    run: str
+    task: str | None
+    epoch: int | None
+    depends_on: tuple[str, ...]
+    fingerprint: str
+    job_name: str
+    script: Path
+    workdir: Path
+    stdout: Path
+    # finetune: the epochs it writes (epoch_0 .. epoch_{E-1}).
+    epochs: tuple[int, ...] = ()
+    # eval: the model it loads (a checkpoint epoch dir, the base model, or a given checkpoint).
+    model_path: Path | None = None
+    log_dir: Path | None = None
+    # eval of a fine-tuned run: the checkpoint epoch that must be complete first.
+    needs_epoch: int | None = None
+    inputs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Everything the spec asks for."""
+
+    loaded: LoadedSpec
+    layout: Layout
+    units: tuple[Unit, ...]
+
+    @property
+    def experiment(self) -> str:
+        return self.loaded.spec.experiment.name
+
+    def by_key(self) -> dict[str, Unit]:
+        return {u.key: u for u in self.units}
+
+
+def tag_for(experiment: str, key: str) -> str:
+    """The job tag (SLURM --comment): which unit a job belongs to, across crashes and journals."""
+    return f"reconciler:{experiment}:{key}"
+
+
+def tag_prefix(experiment: str) -> str:
+    return f"reconciler:{experiment}:"
+
+
+def finetune_key(run: str) -> str:
+    return f"finetune/{run}"
+
+
+def eval_key(run: str, task: str, epoch: int | None) -> str:
+    return f"eval/{run}/{task}/" + (f"epoch{epoch}" if epoch is not None else "base")
+
+
+def fingerprint(inputs: dict[str, Any]) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def expand(loaded: LoadedSpec) -> Desired:
+    spec = loaded.spec
+    layout = layout_for(loaded)
+    runs = {r.name: r for r in spec.runs}
+    tasks = {t.name: t for t in spec.evaluation.tasks}
+    units: list[Unit] = []
+    ft_inputs: dict[str, dict[str, Any]] = {}
+    for run in spec.runs:
+        if run.type != "fine-tuned":
+            continue
+        inputs = finetune_inputs(loaded, run)
+        ft_inputs[run.name] = inputs
+        key = finetune_key(run.name)
+        # torchtune saves every epoch; the fine-tune is done when all of them are.
+        epochs = tuple(range(spec.controls.epochs))
+        units.append(Unit(
+            key=key, kind="finetune", run=run.name, task=None, epoch=None, depends_on=(),
+            fingerprint=fingerprint(inputs), job_name=run.name,
+            script=layout.finetune_script(run.name), workdir=layout.run_dir(run.name),
+            stdout=layout.finetune_stdout(run.name), epochs=epochs, inputs=inputs,
+        ))
+
+    for entry in spec.evaluation.matrix:
+        run = runs[entry.run]
+        for task_name in entry.tasks:
+            task = tasks[task_name]
+            epochs: list[int | None] = list(entry.epochs) if run.type == "fine-tuned" and entry.epochs else [None]
+            for epoch in epochs:
+                units.append(_eval_unit(loaded, layout, run, task, epoch, ft_inputs.get(run.name)))
+
+    if not units:
+        raise SpecError(loaded.path, None, None, "evaluation.matrix",
+                        "the experiment expands to zero units: nothing to train or evaluate")
+    return Desired(loaded=loaded, layout=layout, units=tuple(units))
+
+
+def _eval_unit(loaded: LoadedSpec, layout: Layout, run: Run, task: Task, epoch: int | None,
+               ft: dict[str, Any] | None) -> Unit:
+    inputs = dict(ft or {})
+    inputs.update(eval_inputs(loaded, run, task, epoch))
+    key = eval_key(run.name, task.name, epoch)
+    if run.type == "fine-tuned":
+        assert epoch is not None
+        model_path = layout.epoch_dir(run.name, epoch)
+        depends = (finetune_key(run.name),)
+        job_name = f"eval-{task.name}-{run.name}-ep{epoch}"
+    else:
+        model_path = _model_path(loaded, run)
+        depends = ()
+        job_name = f"eval-{task.name}-{run.name}-base"
+    return Unit(
+        key=key, kind="eval", run=run.name, task=task.name, epoch=epoch, depends_on=depends,
+        fingerprint=fingerprint(inputs), job_name=job_name,
+        script=layout.eval_script(run.name, task.name, epoch),
+        workdir=layout.cell_dir(run.name, task.name, epoch),
+        stdout=layout.eval_stdout(run.name, task.name, epoch),
+        model_path=model_path, log_dir=layout.eval_log_dir(run.name, task.name, epoch),
+        needs_epoch=epoch if run.type == "fine-tuned" else None, inputs=inputs,
+    )
+
+
+def _model_path(loaded: LoadedSpec, run: Run) -> Path:
+    if run.type == "eval-only":
+        return loaded.resolve(str(run.parameters["checkpoint_path"]))
+    base = next(m for m in loaded.spec.models.base if m.name == run.model)
+    return loaded.resolve(base.path)
+
+
+def finetune_inputs(loaded: LoadedSpec, run: Run) -> dict[str, Any]:
+    """Every spec value that shapes a fine-tune's checkpoints, keyed by where it stands in the spec."""
+    spec = loaded.spec
+    r = f"runs[{run.name}]"
+    base = next(m for m in spec.models.base if m.name == run.model)
+    out: dict[str, Any] = {
+        f"{r}.model": run.model,
+        f"models.base[{base.name}].path": base.path,
+        "tools.preparation": spec.tools.preparation,
+        "data.training.path": spec.data.training.path,
+    }
+    if spec.tools.preparation == "command":
+        out["tools.command"] = spec.tools.command
+    for name, value in spec.controls.model_dump(exclude_none=True).items():
+        if name != "validation_during_training":
+            out[f"controls.{name}"] = value
+    for name, value in run.parameters.items():
+        out[f"{r}.parameters.{name}"] = value
+    if run.dataset_path:
+        out[f"{r}.dataset_path"] = run.dataset_path
+    return out
+
+
+def eval_inputs(loaded: LoadedSpec, run: Run, task: Task, epoch: int | None) -> dict[str, Any]:
+    """Every spec value that shapes an eval's log (on top of its fine-tune's inputs)."""
+    spec = loaded.spec
+    ev = spec.evaluation
+    t = f"evaluation.tasks[{task.name}]"
+    out: dict[str, Any] = {
+        "tools.model_api": spec.tools.model_api,
+        f"{t}.script": task.script,
+        f"{t}.dataset": task.dataset,
+        "epoch": epoch,
+    }
+    for name in ("prompt", "system_prompt", "assistant_prefix", "eval_condition"):
+        value = getattr(task, name)
+        if value is not None:
+            out[f"{t}.{name}"] = value
+    for name in ("temperature", "do_sample", "seed", "max_tokens", "assistant_prefix"):
+        value = getattr(ev, name)
+        if value is not None:
+            out[f"evaluation.{name}"] = value
+    scorers = ev.scorers if ev.scorers is not None else ev.scorer
+    if scorers:
+        out["evaluation.scorers"] = [s.model_dump(exclude_none=True) for s in scorers]
+    if run.type != "fine-tuned":
+        r = f"runs[{run.name}]"
+        out[f"{r}.type"] = run.type
+        out[f"{r}.model"] = run.model
+        base = next(m for m in spec.models.base if m.name == run.model)
+        out[f"models.base[{base.name}].path"] = base.path
+        for name, value in run.parameters.items():
+            out[f"{r}.parameters.{name}"] = value
+        out["controls.prompt"] = spec.controls.prompt
+        out["controls.system_prompt"] = spec.controls.system_prompt
+        out["controls.dataset_type"] = spec.controls.dataset_type
+        out["data.training.path"] = spec.data.training.path
+    return out
