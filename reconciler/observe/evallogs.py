@@ -62,10 +62,18 @@ def classify(header: dict[str, Any], path: str, mtime: float) -> LogSummary:
     return LogSummary(
         path=path, state=state, status=status, task=str(ev.get("task", "")), created=str(ev.get("created", "")),
         run=_str_or_none(meta.get("run")), epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-        unit=_str_or_none(meta.get("reconciler_unit")), fingerprint=_str_or_none(meta.get("reconciler_fingerprint")),
+        unit=_str_or_none(meta.get("reconciler_unit")), fingerprint=_fingerprint(meta.get("reconciler_fingerprint")),
         completed=completed, total=total, metric=metric, value=value,
         error=error.splitlines()[0][:300] if error else None, mtime=mtime,
     )
+
+
+def _fingerprint(value: Any) -> str | None:
+    """Written as `fp-<hex>`: inspect YAML-parses --metadata, and an all-digit hex would become an int."""
+    if value is None:
+        return None
+    text = str(value)
+    return text[3:] if text.startswith("fp-") else text
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -127,6 +135,7 @@ class HeaderCache:
         if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
             return LogSummary(**hit["summary"])
         summary = _read_with_retry(path, st.st_mtime)
+        self.reads += 1
         # Unreadable now may be readable in a moment (being written): do not cache it.
         if summary.state != "unreadable":
             self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "summary": asdict(summary)}

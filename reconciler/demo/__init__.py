@@ -1,0 +1,1 @@
+"""A tiny pure-Python capitalization "LLM" so the example experiment trains and evaluates in seconds."""
