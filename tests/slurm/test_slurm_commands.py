@@ -1,0 +1,264 @@
+"""SlurmBackend against fake SLURM commands: retries, error classes, fallbacks (no cluster needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.backends.base import COMPLETED, FAILED, RUNNING, SubmitRequest
+from reconciler.backends.slurm.backend import SlurmBackend, slurm_available
+from reconciler.backends.slurm.commands import CALLS, RetryPolicy
+from reconciler.errors import BackendError, BackendUnavailable
+
+from .conftest import FAST_RETRY, write_executable
+
+TIMED_OUT = "slurm_load_jobs error: Socket timed out on send/recv operation"
+
+
+def fake(bin_dir: Path, name: str, body: str) -> Path:
+    """A fake command that logs each call to `{name}.calls` beside it, then runs `body`."""
+    calls = bin_dir / f"{name}.calls"
+    return write_executable(bin_dir / name, f'#!/bin/bash\necho "$*" >> "{calls}"\n{body}\n')
+
+
+def calls(bin_dir: Path, name: str) -> int:
+    path = bin_dir / f"{name}.calls"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def squeue_line(job_id: str, state: str, tag: str, name: str = "job") -> str:
+    """A printf command producing one squeue line in the backend's format."""
+    fields = [job_id, state, "None", "(null)", "2026-11-22T08:00:00", "N/A", tag, name]
+    return "printf '%s\\n' " + "'" + "\x1f".join(fields) + "'"
+
+
+def request(tmp_path: Path, tag: str = "exp/finetune/a") -> SubmitRequest:
+    return SubmitRequest(script=tmp_path / "job.sh", name="a", tag=tag, workdir=tmp_path)
+
+
+@pytest.fixture
+def backend() -> SlurmBackend:
+    return SlurmBackend(FAST_RETRY)
+
+
+# -- query ------------------------------------------------------------------------------
+
+
+def test_transient_squeue_error_retried_then_unavailable(backend: SlurmBackend, fake_bin: Path) -> None:
+    fake(fake_bin, "squeue", f'echo "{TIMED_OUT}" >&2\nexit 1')
+    with pytest.raises(BackendUnavailable, match="Socket timed out"):
+        backend.query("exp/", ["1"])
+    assert calls(fake_bin, "squeue") == FAST_RETRY.attempts
+
+
+def test_transient_squeue_error_then_success(backend: SlurmBackend, fake_bin: Path) -> None:
+    count = fake_bin / "count"
+    fake(
+        fake_bin,
+        "squeue",
+        f'n=$(( $(< "{count}") + 1 )) 2>/dev/null || n=1\necho $n > "{count}"\n'
+        f'if (( n < 3 )); then echo "{TIMED_OUT}" >&2; exit 1; fi\n' + squeue_line("7", "RUNNING", "exp/a"),
+    )
+    count.write_text("0")
+    snap = backend.query("exp/", [])
+    assert snap.jobs["7"].state == RUNNING
+    assert calls(fake_bin, "squeue") == 3
+
+
+def test_squeue_timeout_is_unavailable(fake_bin: Path) -> None:
+    fake(fake_bin, "squeue", "sleep 5")
+    backend = SlurmBackend(RetryPolicy(attempts=2, total_seconds=5, initial_wait=0.01, max_wait=0.01, timeout=0.3))
+    with pytest.raises(BackendUnavailable, match="timed out"):
+        backend.query("exp/", [])
+    assert calls(fake_bin, "squeue") == 2
+
+
+def test_unknown_squeue_failure_is_unavailable_not_no_jobs(backend: SlurmBackend, fake_bin: Path) -> None:
+    fake(fake_bin, "squeue", 'echo "squeue: something nobody has seen" >&2\nexit 2')
+    with pytest.raises(BackendUnavailable):
+        backend.query("exp/", [])
+
+
+def test_accounting_disabled_falls_back_to_scontrol_without_retrying_sacct(
+    backend: SlurmBackend, fake_bin: Path
+) -> None:
+    fake(fake_bin, "squeue", "true")
+    fake(fake_bin, "sacct", 'echo "sacct: error: Slurm accounting storage is disabled" >&2\nexit 1')
+    fake(
+        fake_bin,
+        "scontrol",
+        "echo 'JobId=5 JobName=a b UserId=0(0) JobState=COMPLETED Reason=None Dependency=(null) "
+        "ExitCode=0:0 SubmitTime=2026-11-22T08:00:00 StartTime=2026-11-22T08:00:01 "
+        "EndTime=2026-11-22T08:00:02 Comment=exp/a  StdErr=/x'\n"
+        "echo 'JobId=6 JobName=c UserId=0(0) JobState=FAILED Reason=NonZeroExitCode ExitCode=2:0'",
+    )
+    snap = backend.query("exp/", ["5", "6", "8"])
+    assert snap.jobs["5"].state == COMPLETED and snap.jobs["5"].tag == "exp/a"
+    assert snap.jobs["6"].state == FAILED and snap.jobs["6"].exit_code == 2
+    assert snap.missing == {"8"}
+    assert calls(fake_bin, "sacct") == 1
+    assert calls(fake_bin, "scontrol") == 1  # several ids: one listing of all jobs
+    assert backend.last_query_sources == ("squeue", "sacct", "scontrol")
+
+
+def test_single_id_unknown_to_scontrol_is_missing(backend: SlurmBackend, fake_bin: Path) -> None:
+    fake(fake_bin, "squeue", "true")
+    fake(fake_bin, "sacct", "true")  # accounting answers, but does not know the id
+    fake(fake_bin, "scontrol", 'echo "slurm_load_jobs error: Invalid job id specified" >&2\nexit 1')
+    snap = backend.query("exp/", ["9"])
+    assert snap.missing == {"9"} and not snap.jobs
+    assert (fake_bin / "scontrol.calls").read_text().split() == ["show", "job", "--oneliner", "9"]
+
+
+def test_stale_accounting_defers_to_the_controller(backend: SlurmBackend, fake_bin: Path) -> None:
+    """sacct still says RUNNING (slurmdbd behind) for a job squeue no longer lists."""
+    fake(fake_bin, "squeue", "true")
+    fields = ["5", "RUNNING", "0:0", "2026-11-22T08:00:00", "2026-11-22T08:00:01", "Unknown", "None", "exp/a", "a"]
+    fake(fake_bin, "sacct", "printf '%s\\n' '" + "\x1f".join(fields) + "'")
+    fake(fake_bin, "scontrol", "echo 'JobId=5 JobName=a JobState=COMPLETED ExitCode=0:0 Comment=exp/a'")
+    assert backend.query("exp/", ["5"]).jobs["5"].state == COMPLETED
+
+
+def test_scontrol_unavailable_after_sacct_fails_is_unavailable(backend: SlurmBackend, fake_bin: Path) -> None:
+    fake(fake_bin, "squeue", "true")
+    fake(fake_bin, "sacct", 'echo "sacct: error: Problem talking to the database: Connection refused" >&2\nexit 1')
+    fake(fake_bin, "scontrol", f'echo "{TIMED_OUT}" >&2\nexit 1')
+    with pytest.raises(BackendUnavailable):
+        backend.query("exp/", ["5"])
+
+
+def test_query_filters_by_tag_prefix_and_ids(backend: SlurmBackend, fake_bin: Path) -> None:
+    fake(
+        fake_bin,
+        "squeue",
+        "\n".join(
+            [
+                squeue_line("1", "RUNNING", "exp/a"),
+                squeue_line("2", "PENDING", "other/b"),
+                squeue_line("3", "PENDING", "(null)"),
+                squeue_line("4", "PENDING", "other/asked"),
+            ]
+        ),
+    )
+    snap = backend.query("exp/", ["4"])
+    assert set(snap.jobs) == {"1", "4"}
+    assert calls(fake_bin, "sacct") == 0  # every asked id was live
+
+
+# -- submit -----------------------------------------------------------------------------
+
+
+def test_permanent_sbatch_error_is_not_retried(backend: SlurmBackend, fake_bin: Path, tmp_path: Path) -> None:
+    fake(
+        fake_bin,
+        "sbatch",
+        'echo "sbatch: error: Batch job submission failed: Invalid account or account/partition '
+        'combination specified" >&2\nexit 1',
+    )
+    fake(fake_bin, "squeue", "true")
+    with pytest.raises(BackendError, match="Invalid account"):
+        backend.submit(request(tmp_path))
+    assert calls(fake_bin, "sbatch") == 1
+    assert calls(fake_bin, "squeue") == 0
+
+
+def test_transient_sbatch_error_searches_before_each_retry(
+    backend: SlurmBackend, fake_bin: Path, tmp_path: Path
+) -> None:
+    fake(fake_bin, "sbatch", 'echo "sbatch: error: Batch job submission failed: Socket timed out" >&2\nexit 1')
+    fake(fake_bin, "squeue", squeue_line("3", "RUNNING", "exp/finetune/other"))
+    with pytest.raises(BackendUnavailable):
+        backend.submit(request(tmp_path))
+    assert calls(fake_bin, "sbatch") == FAST_RETRY.attempts
+    assert calls(fake_bin, "squeue") == FAST_RETRY.attempts - 1
+
+
+def test_transient_sbatch_error_adopts_a_live_job_with_the_tag(
+    backend: SlurmBackend, fake_bin: Path, tmp_path: Path
+) -> None:
+    fake(fake_bin, "sbatch", 'echo "sbatch: error: Batch job submission failed: Socket timed out" >&2\nexit 1')
+    fake(
+        fake_bin,
+        "squeue",
+        "\n".join([squeue_line("40", "PENDING", "exp/finetune/a"), squeue_line("41", "PENDING", "exp/finetune/a")]),
+    )
+    assert backend.submit(request(tmp_path)) == "41"  # the newest live job with the tag
+    assert calls(fake_bin, "sbatch") == 1
+
+
+def test_unanswerable_search_never_resubmits(backend: SlurmBackend, fake_bin: Path, tmp_path: Path) -> None:
+    fake(fake_bin, "sbatch", 'echo "sbatch: error: Batch job submission failed: Socket timed out" >&2\nexit 1')
+    fake(fake_bin, "squeue", f'echo "{TIMED_OUT}" >&2\nexit 1')
+    with pytest.raises(BackendUnavailable):
+        backend.submit(request(tmp_path))
+    assert calls(fake_bin, "sbatch") == 1
+
+
+def test_sbatch_wrapper_output(backend: SlurmBackend, fake_bin: Path, tmp_path: Path) -> None:
+    fake(fake_bin, "sbatch", 'echo "Welcome to Example HPC"\necho "Charged to lab-1"\necho "812;cluster1"')
+    assert backend.submit(request(tmp_path)) == "812"
+
+
+def test_sbatch_without_id_adopts_by_tag(backend: SlurmBackend, fake_bin: Path, tmp_path: Path) -> None:
+    fake(fake_bin, "sbatch", 'echo "Thanks! Your job is queued."')
+    fake(fake_bin, "squeue", squeue_line("77", "PENDING", "exp/finetune/a"))
+    assert backend.submit(request(tmp_path)) == "77"
+
+
+def test_sbatch_without_id_and_no_job_is_an_error(backend: SlurmBackend, fake_bin: Path, tmp_path: Path) -> None:
+    fake(fake_bin, "sbatch", 'echo "Thanks! Your job is queued."')
+    fake(fake_bin, "squeue", "true")
+    with pytest.raises(BackendError, match="no job id"):
+        backend.submit(request(tmp_path))
+
+
+def test_submit_creates_the_output_directory(backend: SlurmBackend, fake_bin: Path, tmp_path: Path) -> None:
+    fake(fake_bin, "sbatch", "echo 5")
+    req = SubmitRequest(
+        script=tmp_path / "j.sh", name="a", tag="exp/a", workdir=tmp_path, stdout=Path("logs/deep/%j.out")
+    )
+    backend.submit(req)
+    assert (tmp_path / "logs" / "deep").is_dir()  # relative --output is under --chdir
+
+
+# -- cancel, release, availability, counting ---------------------------------------------
+
+
+def test_cancel_and_release_argv(backend: SlurmBackend, fake_bin: Path) -> None:
+    fake(fake_bin, "scancel", "true")
+    fake(fake_bin, "scontrol", "true")
+    backend.cancel(["12", "3", "12"])
+    backend.release("4")
+    assert (fake_bin / "scancel.calls").read_text() == "3 12\n"
+    assert (fake_bin / "scontrol.calls").read_text() == "update JobId=4 Dependency=\n"
+
+
+def test_release_of_finished_job_is_permanent(backend: SlurmBackend, fake_bin: Path) -> None:
+    fake(fake_bin, "scontrol", 'echo "Job has already finished for job 4" >&2\nexit 1')
+    with pytest.raises(BackendError):
+        backend.release("4")
+    assert calls(fake_bin, "scontrol") == 1
+
+
+def test_slurm_available(fake_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(fake_bin))
+    assert slurm_available() is False  # no sbatch at all
+    fake(fake_bin, "sbatch", "exit 0")
+    fake(fake_bin, "scontrol", 'echo "Slurmctld(primary) at vm is DOWN"\nexit 1')
+    assert slurm_available() is False
+    fake(fake_bin, "scontrol", 'echo "Slurmctld(primary) at vm is UP"')
+    assert slurm_available() is True
+
+
+def test_missing_command_is_a_backend_error(fake_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(fake_bin))
+    with pytest.raises(BackendError, match="not found"):
+        SlurmBackend(FAST_RETRY).query("exp/", [])
+
+
+def test_calls_are_counted(backend: SlurmBackend, fake_bin: Path) -> None:
+    fake(fake_bin, "squeue", "true")
+    before = CALLS["squeue"]
+    backend.query("exp/", [])
+    assert CALLS["squeue"] == before + 1
