@@ -89,26 +89,55 @@ def validate(exp: Path) -> None:
 def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bool, max_attempts: int | None,
          replace: tuple[str, ...]) -> None:
     """Show what apply would do, changing nothing."""
-    desired = load_desired(exp)
-    _warn(desired)
-    policy = _policy(desired, max_attempts, replace)
-    chosen = None if offline else make_backend(backend, desired.layout.state_dir)[0]
-    result = run_pass(desired, chosen, policy, act=False)
-    _render_plan(result, fmt)
+    try:
+        desired = load_desired(exp)
+        _warn(desired)
+        policy = _policy(desired, max_attempts, replace)
+        chosen = None if offline else make_backend(backend, desired.layout.state_dir)[0]
+        result = run_pass(desired, chosen, policy, act=False)
+    except ReconcilerError as exc:
+        # With --detailed-exitcode, 2 means "actions pending" (Terraform): an error must not look like it.
+        if not detailed_exitcode:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    _render_plan(result, desired, fmt)
     if detailed_exitcode and result.plan.has_changes:
         sys.exit(2)
 
 
-def _render_plan(result: PassResult, fmt: str) -> None:
+def _render_plan(result: PassResult, desired: Desired, fmt: str) -> None:
     out = sys.stdout
     if fmt == "json":
         plan_render.write_json(result.plan, out)
     elif fmt == "markdown":
         from reconciler.report import plan_markdown
 
-        plan_markdown.write_markdown(result.plan, out)
+        plan_markdown.write_markdown(result.plan, out, desired)
     else:
         plan_render.write_text(result.plan, out)
+
+
+@main.command()
+@click.argument("old")
+@click.argument("new")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+def diff(old: str, new: str, fmt: str) -> None:
+    """Compare two experiment files (paths or git:REV:path) as desired states.
+
+    Exit 0 when they are the same, 2 when they differ, 1 on error.
+    """
+    from reconciler.diff import diff_specs, load_source
+    from reconciler.report import diff_render
+
+    try:
+        result = diff_specs(load_source(old), load_source(new), old_label=old, new_label=new)
+    except ReconcilerError as exc:  # SpecError too: 2 must only ever mean "they differ"
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    writers = {"text": diff_render.write_text, "json": diff_render.write_json, "markdown": diff_render.write_markdown}
+    writers[fmt](result, sys.stdout)
+    sys.exit(2 if result.differs else 0)
 
 
 @main.command()

@@ -1,27 +1,180 @@
-"""A plan as Markdown, made to be posted as a pull-request comment."""
+"""A plan as Markdown for a pull-request comment: summary, actions, outdated units, GPU-hours estimate."""
 
 from __future__ import annotations
 
-from typing import TextIO
+import re
+from dataclasses import dataclass
+from typing import Any, TextIO
 
-from reconciler.plan import ACTIONS, Plan
+from reconciler.backends.timefmt import parse_time_limit
+from reconciler.errors import ReconcilerError
+from reconciler.plan import ACTIONS, SUBMITTING, Plan
+from reconciler.report.plan_render import plan_record
+from reconciler.spec.units import Desired, Unit
 
 COLLAPSE_AFTER = 10
+# Fallback when the scaffold's resources table is not available: GPUs by model size, time limits by kind.
+FALLBACK_TIME = {"finetune": "2:00:00", "eval": "0:30:00"}
+LARGE_MODEL_BILLIONS = 30  # 70B needs 4 GPUs; 1B, 3B and 8B fit on one
+LARGE_MODEL_GPUS = 4
+# "Llama-3.2-1B-Instruct" -> 1; the "3.2" is a version, not a size.
+_SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)[bB](?![A-Za-z0-9])")
 
 
-def write_markdown(plan: Plan, out: TextIO) -> None:
-    out.write(f"### reconcile plan: `{plan.experiment}`\n\n**{plan.summary_line()}**\n\n")
-    if not plan.scheduler_known:
-        out.write(f"> Scheduler state unknown ({plan.scheduler_note}): nothing is submitted on unknown.\n\n")
-    for action in ACTIONS:
-        rows = [p for p in plan.units if p.action == action]
-        if not rows:
-            continue
-        table = ["| unit | state | reason |", "|---|---|---|"]
-        table += [f"| `{p.key}` | {p.state} | {p.reason.replace('|', '/')} |" for p in rows]
-        body = "\n".join(table) + "\n"
-        title = f"{action} ({len(rows)})"
-        if len(rows) > COLLAPSE_AFTER:
-            out.write(f"<details><summary>{title}</summary>\n\n{body}\n</details>\n\n")
+@dataclass(frozen=True)
+class UnitCost:
+    key: str
+    gpus: int
+    seconds: int
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpus * self.seconds / 3600
+
+
+def unit_cost(desired: Desired, unit: Unit) -> tuple[UnitCost, str]:
+    """GPUs x time limit of one unit, and where the numbers came from."""
+    scaffold = _scaffold_resources(desired, unit)
+    if scaffold is not None:
+        return scaffold, "as the job scripts ask for them (by model size, with `compute` overrides)"
+    return fallback_cost(desired, unit), "from a fallback table (1B/3B/8B: 1 GPU, 70B: 4 GPUs; fine-tune 2:00:00, eval 0:30:00)"
+
+
+def _scaffold_resources(desired: Desired, unit: Unit) -> UnitCost | None:
+    # Imported lazily: the scaffold is optional here, and the estimate must not break without it.
+    try:
+        from reconciler.scaffold import resources
+    except ImportError:
+        return None
+    resources_for = getattr(resources, "resources_for", None)
+    if resources_for is None:
+        return None
+    try:
+        res = resources_for(desired.loaded, unit)
+        seconds = parse_time_limit(str(res.time))
+        return UnitCost(unit.key, int(res.gpus), seconds if seconds is not None else 0)
+    except (ReconcilerError, ValueError):
+        # A bad override is reported by validate and scaffold; an estimate still has the fallback.
+        return None
+
+
+def fallback_cost(desired: Desired, unit: Unit) -> UnitCost:
+    spec = desired.loaded.spec
+    run = next(r for r in spec.runs if r.name == unit.run)
+    compute = run.compute if unit.kind == "finetune" else spec.evaluation.compute
+    gpus = compute.gpus if compute is not None and compute.gpus is not None else model_gpus(run.model)
+    time = compute.time if compute is not None and compute.time else FALLBACK_TIME[unit.kind]
+    seconds = parse_time_limit(time)
+    return UnitCost(unit.key, gpus, seconds if seconds is not None else 0)
+
+
+def model_size(name: str) -> float | None:
+    """Billions of parameters from a model name, or None when it does not say."""
+    found = _SIZE.findall(name)
+    return float(found[-1]) if found else None
+
+
+def model_gpus(name: str) -> int:
+    size = model_size(name)
+    return LARGE_MODEL_GPUS if size is not None and size >= LARGE_MODEL_BILLIONS else 1
+
+
+def estimate_record(plan: Plan, desired: Desired) -> dict[str, Any]:
+    """GPU hours of the units the plan would submit, and at most how many more the unknown ones could need."""
+    units = desired.by_key()
+    sources: set[str] = set()
+
+    def total(keys: list[str]) -> float:
+        hours = 0.0
+        for key in keys:
+            cost, source = unit_cost(desired, units[key])
+            sources.add(source)
+            hours += cost.gpu_hours
+        return round(hours, 2)
+
+    submit = [p.key for p in plan.units if p.action in SUBMITTING and p.key in units]
+    unknown = [p.key for p in plan.units if p.state == "unknown" and p.action not in SUBMITTING and p.key in units]
+    return {
+        "basis": "units x GPUs x time limit",
+        "submit": {"units": len(submit), "gpu_hours": total(submit)},
+        "unknown": {"units": len(unknown), "gpu_hours": total(unknown)},
+        "sources": sorted(sources),
+    }
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_markdown(plan: Plan, out: TextIO, desired: Desired | None = None) -> None:
+    """`desired` adds the GPU-hours estimate; without it the estimate is left out."""
+    record = plan_record(plan)
+    units = record["units"]
+    out.write(f"### reconcile plan: `{record['experiment']}`\n\n**{record['summary_line']}**\n\n")
+    if not record["scheduler"]["known"]:
+        unknown = sum(1 for u in units if u["state"] == "unknown")
+        if unknown:
+            settled = (f"{unknown} unit(s) that files alone cannot settle are shown as `unknown`, never as "
+                       "submissions; `apply` asks the scheduler before it acts.")
         else:
-            out.write(f"#### {title}\n\n{body}\n")
+            settled = "every unit is settled by its files and the journal."
+        out.write(f"> **Scheduler state unknown** ({record['scheduler']['note']}): {settled}\n\n")
+    estimate = estimate_record(plan, desired) if desired is not None else None
+    _summary_table(out, units)
+    for action in ACTIONS:
+        rows = [u for u in units if u["action"] == action]
+        if rows:
+            table = ["| unit | state | reason |", "|---|---|---|"]
+            table += [f"| `{u['key']}` | {u['state']} | {_cell(u['reason'])} |" for u in rows]
+            _section(out, f"{action} ({len(rows)})", "\n".join(table) + "\n", len(rows))
+    _outdated(out, units)
+    if estimate is not None:
+        _estimate(out, estimate)
+    if plan.warnings:
+        body = "".join(f"- {_cell(w)}\n" for w in plan.warnings)
+        _section(out, f"Spec warnings ({len(plan.warnings)})", body, len(plan.warnings))
+
+
+def _summary_table(out: TextIO, units: list[dict[str, Any]]) -> None:
+    rows = ["| action | units | states |", "|---|---|---|"]
+    for action in ACTIONS:
+        mine = [u for u in units if u["action"] == action]
+        if mine:
+            states: dict[str, int] = {}
+            for u in mine:
+                states[u["state"]] = states.get(u["state"], 0) + 1
+            rows.append(f"| {action} | {len(mine)} | " + ", ".join(f"{n} {s}" for s, n in states.items()) + " |")
+    out.write("\n".join(rows) + "\n\n")
+
+
+def _outdated(out: TextIO, units: list[dict[str, Any]]) -> None:
+    rows = [u for u in units if u["state"] == "outdated"]
+    if not rows:
+        return
+    body = ("Done under an older version of the spec. Left alone unless `reconcile apply --replace outdated` "
+            "(old artifacts are moved aside, never deleted); `reconcile diff git:REV:PATH PATH` names the fields "
+            "that changed.\n\n")
+    body += "| unit | action | why |\n|---|---|---|\n"
+    body += "".join(f"| `{u['key']}` | {u['action']} | {_cell(u['reason'])} |\n" for u in rows)
+    _section(out, f"Outdated ({len(rows)})", body, len(rows))
+
+
+def _estimate(out: TextIO, est: dict[str, Any]) -> None:
+    submit, unknown = est["submit"], est["unknown"]
+    out.write("#### GPU hours (estimate)\n\n")
+    if not submit["units"] and not unknown["units"]:
+        out.write("Nothing to submit: **0 GPU-h**.\n\n")
+        return
+    out.write(f"- **{submit['gpu_hours']:.1f} GPU-h** for the {submit['units']} unit(s) this plan submits\n")
+    if unknown["units"]:
+        out.write(f"- up to **{unknown['gpu_hours']:.1f} GPU-h** more for {unknown['units']} unit(s) whose state "
+                  "is unknown, if none of them has run yet\n")
+    out.write(f"\nAn estimate from time limits ({est['basis']}), so an upper bound: jobs usually end sooner. "
+              f"GPUs and time limits {'; '.join(est['sources'])}.\n\n")
+
+
+def _section(out: TextIO, title: str, body: str, count: int) -> None:
+    if count > COLLAPSE_AFTER:
+        out.write(f"<details><summary>{title}</summary>\n\n{body}\n</details>\n\n")
+    else:
+        out.write(f"#### {title}\n\n{body}\n")
