@@ -114,6 +114,8 @@ def _planned(unit: Unit, state: State, action: Action, reason: str, ev: UnitEvid
     failure = None
     if last is not None and last.state in TERMINAL_STATES:
         failure = last.failure_class
+        if ev.oom_in_stdout and failure != "out_of_memory":
+            failure = "out_of_memory"  # torchtune's CUDA OOM ends the job FAILED; its stdout says why
     return PlannedUnit(
         key=unit.key, kind=unit.kind, run=unit.run, task=unit.task, epoch=unit.epoch, state=state, action=action,
         reason=reason, depends_on=unit.depends_on, fingerprint=unit.fingerprint, job_id=job_id,
@@ -195,7 +197,7 @@ def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | N
     if ev.attempts >= policy.max_attempts:
         return _planned(unit, "failed", "none",
                         f"failed: {failure}; retry budget used ({ev.attempts}/{policy.max_attempts})", ev)
-    cls = last.failure_class
+    cls = "out_of_memory" if ev.oom_in_stdout else last.failure_class
     reason = f"retry: {failure}" + (f" ({cls})" if cls and cls != "other" else "") + \
         f"; attempt {ev.attempts + 1} of {policy.max_attempts}"
     if after:
@@ -211,8 +213,13 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
     upstream_replacing = up is not None and up.action in SUBMITTING
     if log is not None and log.state == "complete" and not upstream_replacing:
         flight = _in_flight(unit, ev)
-        if flight is not None and flight.action == "cancel":
-            return flight
+        if flight is not None:
+            # The log is written before the job exits: the unit is in flight until the job ends,
+            # so a watch never reports convergence with a job still holding a slot.
+            if flight.action == "cancel":
+                return flight
+            job = next(j for j in ev.jobs if j.live)
+            return _planned(unit, flight.state, "none", f"finishing: log complete; job {job.job_id} still {job.state}", ev)
         score = f" ({log.metric} {log.value:.3f})" if log.value is not None and log.metric else ""
         return _outdated_or_done(unit, ev, policy, f"done: log complete{score}")
 
@@ -242,7 +249,8 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
     last = ev.jobs[-1] if ev.jobs else None
     failure = _eval_failure(ev, last)
     if up is not None:
-        if up.state in ("failed", "blocked") and up.action == "none":
+        # A non-final checkpoint left complete by a fine-tune that failed for good is still evaluated.
+        if up.state in ("failed", "blocked") and up.action == "none" and not ckpt_ready:
             return _planned(unit, "blocked", "none", f"blocked: {up.key} failed for good", ev)
         if not ckpt_ready:
             if up.action in SUBMITTING or up.state in IN_FLIGHT:

@@ -28,6 +28,7 @@ class UnitEvidence:
     logs_seen: int = 0
     produced_fingerprint: str | None = None
     script_fingerprint: str | None = None  # from the rendered script's header, when read
+    oom_in_stdout: bool = False  # the last failed job printed a CUDA out-of-memory error
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,10 @@ def observe(
         for job in by_tag.get(tag_for(desired.experiment, unit.key), ()):
             jobs[job.job_id] = job  # found by tag (journal lost or crash before the job id was written)
             fps.setdefault(job.job_id, None)
-        ordered = tuple(sorted(jobs.values(), key=lambda j: _job_order(j.job_id)))
+        # Jobs we cancelled and that have ended (a dependency that can never be met, a duplicate,
+        # `reconcile cancel`) say nothing about the unit: they are neither attempts nor failures.
+        ordered = tuple(sorted((j for j in jobs.values() if not _cancelled_and_ended(j, journal)),
+                               key=lambda j: _job_order(j.job_id)))
         attempts = sum(1 for j in ordered if fps.get(j.job_id) in (None, unit.fingerprint))
         epochs, logs = files[unit.key]
         log = best_log(logs)
@@ -116,9 +120,11 @@ def observe(
         if read_scripts and produced is None and _done_on_disk(epochs, log):
             script_fp = read_script_fingerprint(unit.script)
             produced = script_fp
+        oom = unit.kind == "finetune" and bool(ordered) and ordered[-1].state == "FAILED" \
+            and stdout_shows_oom(unit.stdout, ordered[-1].job_id)
         units[unit.key] = UnitEvidence(
             jobs=ordered, attempts=attempts, open_intent=history.open_intent, epochs=epochs, log=log,
-            logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp,
+            logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp, oom_in_stdout=oom,
         )
     read_at = {"files": now, "journal": now}
     if snapshot is not None:
@@ -134,6 +140,10 @@ def _job_record(job_id: str, journal: JournalView, snapshot: Snapshot | None) ->
     if snapshot is not None:
         return Job(job_id=job_id, state=GONE)
     return Job(job_id=job_id, state=UNKNOWN)
+
+
+def _cancelled_and_ended(job: Job, journal: JournalView) -> bool:
+    return job.job_id in journal.cancelled and not job.live and job.state != UNKNOWN
 
 
 def _job_order(job_id: str) -> tuple[int, str]:
@@ -175,3 +185,20 @@ def read_script_fingerprint(script: Path) -> str | None:
     except OSError:
         return None
     return None
+
+
+# torchtune's OOM leaves the job FAILED, not OUT_OF_MEMORY (cruijff_kit PR #484): read the stdout.
+OOM_MARKERS = (b"torch.OutOfMemoryError", b"CUDA out of memory")
+STDOUT_TAIL_BYTES = 64 * 1024
+
+
+def stdout_shows_oom(pattern: Path, job_id: str) -> bool:
+    path = Path(str(pattern).replace("%j", job_id))
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - STDOUT_TAIL_BYTES))
+            tail = fh.read()
+    except OSError:
+        return False
+    return any(marker in tail for marker in OOM_MARKERS)

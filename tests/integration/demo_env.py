@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,7 @@ def copy_demo(dst: Path, seconds_per_epoch: float = 0.3) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     for name in ("experiment_summary.yaml", "with-failure.yaml", "inspect_task.py"):
         text = (DEMO / name).read_text()
-        text = text.replace("seconds_per_epoch: 2", f"seconds_per_epoch: {seconds_per_epoch}")
-        text = text.replace("seconds_per_epoch: 1", f"seconds_per_epoch: {seconds_per_epoch}")
+        text = re.sub(r"seconds_per_epoch: [0-9.]+", f"seconds_per_epoch: {seconds_per_epoch}", text)
         (dst / name).write_text(text)
     for name in ("data", "base_model"):
         shutil.copytree(DEMO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
