@@ -1,0 +1,74 @@
+"""A fine-tune that ran out of memory is retried with a smaller batch, and the journal remembers it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.backends.base import FAILED, Job
+from reconciler.journal import Journal
+from reconciler.observe.observation import Observation, UnitEvidence
+from reconciler.operations import prepare_unit
+from reconciler.plan import Policy, plan
+from reconciler.spec.load import load_spec
+from reconciler.spec.units import Desired, expand
+from tests.conftest import EXPERIMENTS
+
+RUN = "finetune/Llama-3.1-8B-Instruct_rank16"
+
+
+@pytest.fixture
+def desired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Desired:
+    monkeypatch.setenv("RECONCILER_CONFIG", str(tmp_path / "no-user-config.yaml"))
+    exp = tmp_path / "exp"
+    shutil.copytree(EXPERIMENTS / "scaffold_8b", exp)
+    return expand(load_spec(exp))
+
+
+def planned_retry(desired: Desired, oom_in_stdout: bool, state: str = FAILED):
+    unit = desired.by_key()[RUN]
+    evidence = UnitEvidence(jobs=(Job(job_id="7", state=state, exit_code=1),), attempts=1,
+                            oom_in_stdout=oom_in_stdout)
+    the_plan = plan(desired.units, Observation(units={RUN: evidence}, scheduler_known=True), Policy(max_attempts=3))
+    return unit, next(p for p in the_plan.units if p.key == RUN)
+
+
+def batch_of(desired: Desired) -> tuple[int, int]:
+    config = yaml.safe_load(desired.layout.finetune_config(RUN.split("/", 1)[1]).read_text())
+    return config["batch_size"], config["gradient_accumulation_steps"]
+
+
+def test_oom_in_stdout_is_planned_as_out_of_memory(desired: Desired) -> None:
+    _, planned = planned_retry(desired, oom_in_stdout=True)
+    assert planned.action == "resubmit"
+    assert planned.failure_class == "out_of_memory"
+    assert "out_of_memory" in planned.reason
+
+
+def test_each_oom_retry_halves_the_batch_and_keeps_the_effective_batch(desired: Desired) -> None:
+    unit, planned = planned_retry(desired, oom_in_stdout=True)
+    prepare_unit(desired, unit, planned)
+    assert batch_of(desired) == (64, 4)
+    prepare_unit(desired, unit, planned)  # a second OOM builds on the first remedy
+    assert batch_of(desired) == (32, 8)
+    remedies = [r for r in Journal(desired.layout.state_dir).read().units[RUN].last_remedy.items()]
+    assert ("batch_size", 32) in remedies
+
+
+def test_a_retry_for_another_cause_keeps_the_last_remedy(desired: Desired) -> None:
+    unit, oom = planned_retry(desired, oom_in_stdout=True)
+    prepare_unit(desired, unit, oom)
+    _, other = planned_retry(desired, oom_in_stdout=False)
+    assert other.failure_class == "other"
+    prepare_unit(desired, unit, other)
+    assert batch_of(desired) == (64, 4)
+
+
+def test_a_plain_failure_renders_the_spec_values(desired: Desired) -> None:
+    unit, planned = planned_retry(desired, oom_in_stdout=False)
+    prepare_unit(desired, unit, planned)
+    assert batch_of(desired) == (128, 2)
+    assert Journal(desired.layout.state_dir).read().history(RUN).last_remedy is None
