@@ -142,22 +142,73 @@ def diff(old: str, new: str, fmt: str) -> None:
 
 @main.command()
 @EXP
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable: the plan's units list.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: units, counts per stage, sources.")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--offline", is_flag=True, help="Do not ask any scheduler: its state is reported unknown.")
 @handle_errors
-def status(exp: Path, as_json: bool, backend: str) -> None:
-    """Where every unit stands."""
-    desired = load_desired(exp)
-    chosen = make_backend(backend, desired.layout.state_dir)[0]
-    result = run_pass(desired, chosen, _policy(desired, None), act=False)
-    if as_json:
-        record = plan_render.plan_record(result.plan)
-        click.echo(json.dumps({"format_version": 1, "experiment": record["experiment"],
-                               "scheduler": record["scheduler"], "units": record["units"]}, indent=2))
-        return
+def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
+    """Where every unit stands (changes nothing)."""
     from reconciler.report import status_render
+    from reconciler.report.state_file import read_state
 
-    status_render.write_status(result, sys.stdout)
+    desired = load_desired(exp)
+    chosen = None if offline else make_backend(backend, desired.layout.state_dir)[0]
+    result = run_pass(desired, chosen, _policy(desired, None), act=False)
+    state = read_state(desired.layout.state_dir)
+    if as_json:
+        click.echo(json.dumps(status_render.status_record(result, state), indent=2))
+        return
+    status_render.write_status(result, sys.stdout, state=state)
+
+
+@main.command()
+@EXP
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json", "csv"]), default="markdown",
+              show_default=True, help="markdown writes summary.md (and its plot); json and csv go to stdout.")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--offline", is_flag=True, help="Do not ask any scheduler (results come from files anyway).")
+@click.option("--no-plot", is_flag=True, help="Skip the accuracy plot even when matplotlib is installed.")
+@handle_errors
+def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -> None:
+    """Write summary.md: run status, training loss, accuracy per run and epoch, best run, next steps."""
+    from reconciler.report import summary_render
+    from reconciler.report.summary import build_summary, write_summary
+
+    desired = load_desired(exp)
+    chosen = None if offline else make_backend(backend, desired.layout.state_dir)[0]
+    result = run_pass(desired, chosen, _policy(desired, None), act=False)
+    if fmt == "markdown":
+        summary, path = write_summary(desired, result.observation, plot=not no_plot)
+        click.echo(f"wrote {path} ({summary.units_done}/{summary.units_total} units done"
+                   f"{'' if summary.complete else '; partial results'})")
+        if summary.plot_note:
+            click.echo(f"note: {summary.plot_note}", err=True)
+        return
+    summary = build_summary(desired, result.observation)
+    (summary_render.write_json if fmt == "json" else summary_render.write_csv)(summary, sys.stdout)
+
+
+@main.command()
+@EXP
+@click.option("--dry-run", is_flag=True, help="Say what would be written; write nothing.")
+@click.option("--force", is_flag=True, help="Re-render our scripts made from an older spec (never a foreign file).")
+@handle_errors
+def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
+    """Render every unit's job script and configs from the spec (apply does this on its own)."""
+    from reconciler.scaffold.write import scaffold as render_all
+
+    desired = load_desired(exp)
+    _warn(desired)
+    reports = render_all(desired, dry_run=dry_run, force=force)
+    for report in reports:
+        note = f" ({report.note})" if report.note else ""
+        click.echo(f"{report.status:<10} {report.unit}: {report.path}{note}")
+        for warning in report.warnings:
+            click.echo(f"warning: {report.unit}: {warning}", err=True)
+    counts = {s: sum(1 for r in reports if r.status == s) for s in ("written", "rerendered", "unchanged", "drift", "foreign")}
+    verb = "would write" if dry_run else "wrote"
+    click.echo(f"{verb} {counts['written'] + counts['rerendered']} script(s); " +
+               ", ".join(f"{n} {s}" for s, n in counts.items() if n and s not in ("written", "rerendered")))
 
 
 @main.command()
@@ -197,6 +248,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     from reconciler.apply import ApplyOptions
     from reconciler.report.progress import Progress
     from reconciler.operations import prepare_unit
+    from reconciler.report.workflow_logs import record_pass
 
     desired = load_desired(exp)
     _warn(desired)
@@ -215,10 +267,14 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     progress = Progress(sys.stdout, desired, note)
     with experiment_lock(desired.layout.state_dir, wait_seconds):
         def one() -> PassResult:
+            nonlocal desired
             # Re-read the spec each pass in watch mode: edits take effect, broken edits stop the watch.
-            fresh = load_desired(exp) if watch_ else desired
-            return run_pass(fresh, backend, _policy(fresh, max_attempts, replace) if watch_ else policy,
-                            act=True, options=options, prepare=prepare_unit)
+            desired = load_desired(exp) if watch_ else desired
+            result = run_pass(desired, backend, _policy(desired, max_attempts, replace) if watch_ else policy,
+                              act=True, options=options, prepare=prepare_unit)
+            for warning in record_pass(desired, result).warnings:
+                click.echo(f"warning: {warning}", err=True)
+            return result
         try:
             if watch_:
                 result = watch(one, interval, progress.on_pass)
@@ -231,10 +287,24 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
                        "or `reconcile cancel` to stop them.", err=True)
             sys.exit(130)
         progress.close()
+        if watch_ and result.converged:
+            _summarize_quietly(desired, result)
     if watch_:
         sys.exit(exit_code_for(result))
     if result.applied is not None and result.applied.errors:
         sys.exit(1)
+
+
+def _summarize_quietly(desired: Desired, result: PassResult) -> None:
+    """A converged watch leaves summary.md; a problem writing it is a warning, not a failed watch."""
+    from reconciler.report.summary import write_summary
+
+    try:
+        _, path = write_summary(desired, result.observation)
+    except (OSError, ReconcilerError) as exc:
+        click.echo(f"warning: cannot write summary.md: {exc}", err=True)
+        return
+    click.echo(f"results: {path}")
 
 
 @main.command()

@@ -1,44 +1,160 @@
-"""`reconcile status`: one row per unit and counts per stage x state, readable at a glance."""
+"""`reconcile status`: one row per unit, counts per stage x state, sources and unknowns, readable at a glance."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TextIO
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from reconciler.loop import PassResult
-from reconciler.plan import STATES
+from reconciler.backends.base import Job
+from reconciler.plan import STATES, PlannedUnit
 from reconciler.report.progress import STATE_STYLE
+from reconciler.report.state_file import StateFile, UnitRecord, effective_states, fmt_duration, parse_ts
+
+if TYPE_CHECKING:
+    from reconciler.loop import PassResult
+
+STAGES = ("finetune", "eval")
 
 
-def write_status(result: PassResult, out: TextIO) -> None:
-    console = Console(file=out, highlight=False, soft_wrap=False, width=None if out.isatty() else 200)
-    plan = result.plan
-    table = Table(title=f"{plan.experiment}", show_lines=False, title_justify="left")
-    for col in ("run", "stage", "task", "epoch", "state", "job", "attempts", "reason"):
-        table.add_column(col, no_wrap=col != "reason")
-    for p in plan.units:
-        epoch = "-" if p.kind == "finetune" else ("base" if p.epoch is None else str(p.epoch))
-        table.add_row(p.run, p.kind, p.task or "-", epoch, f"[{STATE_STYLE.get(p.state, '')}]{p.state}[/]",
-                      p.job_id or "-", str(p.attempts), p.reason)
+@dataclass(frozen=True)
+class StatusRow:
+    """One unit as `status` shows it; the table and `--json` are both made from these."""
+
+    key: str
+    run: str
+    stage: str
+    task: str | None
+    epoch: str
+    state: str
+    job_id: str | None
+    elapsed_seconds: float | None
+    attempts: int
+    reason: str
+
+
+def status_rows(result: PassResult, state: StateFile | None = None, now: float | None = None) -> list[StatusRow]:
+    """Rows in spec order. Elapsed comes from the scheduler's timestamps, else from the last state.json."""
+    now = time.time() if now is None else now
+    states = effective_states(result.plan.units, result.events)
+    rows = []
+    for p in result.plan.units:
+        shown, job_id = states[p.key]
+        job = _job(result, p, job_id)
+        rows.append(StatusRow(
+            key=p.key, run=p.run, stage=p.kind, task=p.task, epoch=_epoch(p), state=shown, job_id=job_id,
+            elapsed_seconds=_elapsed(job, shown, now, state.units.get(p.key) if state else None, job_id),
+            attempts=p.attempts, reason=p.reason,
+        ))
+    return rows
+
+
+def _job(result: PassResult, p: PlannedUnit, job_id: str | None) -> Job | None:
+    return next((j for j in result.observation.get(p.key).jobs if j.job_id == job_id), None) if job_id else None
+
+
+def _epoch(p: PlannedUnit) -> str:
+    if p.kind == "finetune":
+        return "-"
+    return "base" if p.epoch is None else str(p.epoch)
+
+
+def _elapsed(job: Job | None, state: str, now: float, record: UnitRecord | None, job_id: str | None) -> float | None:
+    """Running: now - started. Ended: ended - started."""
+    if job is not None and job.started_at is not None:
+        if job.ended_at is not None:
+            return job.ended_at - job.started_at
+        if job.live:
+            return now - job.started_at
+    if record is None or record.job_id != job_id or job_id is None:
+        return None
+    # The scheduler was not asked this pass (nothing in flight): the last snapshot remembers.
+    started = parse_ts(record.started)
+    if state == "running" and started is not None:
+        return now - started
+    return record.elapsed_seconds
+
+
+def stage_counts(rows: list[StatusRow]) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = {stage: Counter() for stage in STAGES}
+    for row in rows:
+        counts[row.stage][row.state] += 1
+    return counts
+
+
+def sources(result: PassResult, now: float | None = None) -> dict[str, str]:
+    """When each source was last read, and what is unknown about it."""
+    now = time.time() if now is None else now
+    read = result.observation.read_at
+    out: dict[str, str] = {}
+    for name in ("files", "journal"):
+        if name in read:
+            out[name] = _when(read[name], now)
+    if not result.plan.scheduler_known:
+        out["scheduler"] = f"unknown ({result.plan.scheduler_note or 'not asked'})"
+    elif not result.scheduler_queried:
+        out["scheduler"] = "not asked (nothing in flight, nothing left to do)"
+    else:
+        out["scheduler"] = _when(read.get("scheduler", now), now)
+    return out
+
+
+def _when(ts: float, now: float) -> str:
+    return f"{time.strftime('%H:%M:%S', time.localtime(ts))} ({fmt_duration(now - ts)} ago)"
+
+
+def status_record(result: PassResult, state: StateFile | None = None, now: float | None = None) -> dict[str, Any]:
+    """The same content as the table, as data (`status --json`)."""
+    rows = status_rows(result, state, now)
+    counts = stage_counts(rows)
+    return {
+        "format_version": 1,
+        "experiment": result.plan.experiment,
+        "scheduler": {"known": result.plan.scheduler_known, "note": result.plan.scheduler_note},
+        "sources": sources(result, now),
+        "counts": {stage: {s: counts[stage][s] for s in STATES if counts[stage][s]} for stage in STAGES},
+        "unknown": [r.key for r in rows if r.state == "unknown"],
+        "units": [asdict(r) for r in rows],
+        "summary_line": result.plan.summary_line(),
+    }
+
+
+def write_status(result: PassResult, out: TextIO, state: StateFile | None = None, now: float | None = None) -> None:
+    """The table, the counts, when each source was read, and what is unknown. Colour only on a terminal."""
+    tty = out.isatty()
+    console = Console(file=out, highlight=False, soft_wrap=False, width=None if tty else 200,
+                      no_color=not tty, force_terminal=tty)
+    rows = status_rows(result, state, now)
+    console.print(f"[bold]{escape(result.plan.experiment)}[/]")
+    table = Table()
+    for col in ("run", "stage", "task", "epoch", "state", "job", "elapsed", "attempts", "reason"):
+        table.add_column(col, no_wrap=col != "reason", justify="right" if col in ("elapsed", "attempts") else "left")
+    for r in rows:
+        table.add_row(escape(r.run), r.stage, escape(r.task or "-"), r.epoch,
+                      f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", r.job_id or "-",
+                      fmt_duration(r.elapsed_seconds), str(r.attempts), escape(r.reason))
     console.print(table)
-    counts: dict[str, Counter[str]] = {"finetune": Counter(), "eval": Counter()}
-    for p in plan.units:
-        counts[p.kind][p.state] += 1
-    summary = Table(show_header=True, title="counts", title_justify="left")
+
+    counts = stage_counts(rows)
+    used = [s for s in STATES if any(counts[stage][s] for stage in STAGES)]
+    summary = Table()
     summary.add_column("stage")
-    used = [s for s in STATES if counts["finetune"][s] or counts["eval"][s]]
     for s in used:
-        summary.add_column(s, justify="right")
-    for stage in ("finetune", "eval"):
-        summary.add_row(stage, *[str(counts[stage][s]) for s in used])
+        summary.add_column(f"[{STATE_STYLE.get(s, '')}]{s}[/]", justify="right")
+    summary.add_column("total", justify="right")
+    for stage in STAGES:
+        if sum(counts[stage].values()):
+            summary.add_row(stage, *[str(counts[stage][s] or "") for s in used], str(sum(counts[stage].values())))
     console.print(summary)
-    read = ", ".join(f"{src} {time.strftime('%H:%M:%S', time.localtime(ts))}"
-                     for src, ts in sorted(result.observation.read_at.items()))
-    console.print(f"sources read: {read}")
-    if not plan.scheduler_known:
-        console.print(f"[yellow]scheduler unknown:[/] {plan.scheduler_note}")
-    console.print(plan.summary_line())
+
+    console.print("sources read: " + escape("; ".join(f"{k} {v}" for k, v in sources(result, now).items())))
+    unknown = [r for r in rows if r.state == "unknown"]
+    if unknown:
+        console.print(f"[yellow]unknown:[/] {len(unknown)} unit(s), nothing is done to them until the scheduler "
+                      f"answers: " + escape(", ".join(r.key for r in unknown)))
+    console.print(escape(result.plan.summary_line()))

@@ -1,0 +1,237 @@
+"""`reconcile summarize`: the experiment's results (loss, accuracy, best run, what is missing), and summary.md."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+from reconciler.fsutil import atomic_write_text
+from reconciler.journal import JOURNAL_NAME
+from reconciler.observe.observation import Observation, UnitEvidence
+from reconciler.plan import PlannedUnit, Policy, plan
+from reconciler.report.state_file import LEGACY_STATUS, StateFile, fmt_ts, read_state
+from reconciler.report.summary_model import (
+    BestRun,
+    EvalResult,
+    Incomplete,
+    Remedy,
+    RunStatus,
+    Summary,
+    TrainingResult,
+)
+from reconciler.report.summary_sources import binary_metrics, oom_in, parse_losses, read_remedies, read_text, stdout_for
+from reconciler.spec.units import Desired, Unit
+
+__all__ = ["Summary", "build_summary", "write_summary", "SUMMARY_NAME", "PLOT_NAME"]
+
+SUMMARY_NAME = "summary.md"
+PLOT_NAME = "summary_accuracy.png"
+
+
+def build_summary(desired: Desired, observation: Observation, *, state: StateFile | None = None,
+                  now: float | None = None, read_samples: bool = True, policy: Policy | None = None) -> Summary:
+    """Results from what is on disk now. Reads stdout files and, for binary tasks, eval samples.
+
+    `state` (the last state.json, read when not given) supplies job times the scheduler no longer has.
+    """
+    now = time.time() if now is None else now
+    if state is None:
+        state = read_state(desired.layout.state_dir)
+    spec = desired.loaded.spec
+    policy = policy or Policy(max_attempts=spec.reconciler.max_attempts)
+    planned = {p.key: p for p in plan(desired.units, observation, policy, experiment=desired.experiment).units}
+    run_types = {r.name: r.type for r in spec.runs}
+    units = desired.by_key()
+
+    training = [_training(u, planned[u.key], observation.get(u.key), state) for u in desired.units
+                if u.kind == "finetune"]
+    evaluations = [_evaluation(u, planned[u.key], observation.get(u.key), run_types[u.run], read_samples)
+                   for u in desired.units if u.kind == "eval"]
+    controls = [r.name for r in spec.runs if r.type == "control"]
+    done = sum(1 for p in planned.values() if p.state == "done")
+    incomplete = [_incomplete(units[k], p, observation, units) for k, p in planned.items() if p.state != "done"]
+    return Summary(
+        experiment=desired.experiment,
+        experiment_dir=str(desired.layout.experiment_dir),
+        generated=fmt_ts(now) or "",
+        units_done=done,
+        units_total=len(planned),
+        complete=done == len(planned),
+        runs=[_run_status(r.name, r.type, planned) for r in spec.runs],
+        training=training,
+        evaluations=evaluations,
+        controls=controls,
+        best=_best(evaluations, controls),
+        incomplete=incomplete,
+        remedies=_remedies(desired.layout.state_dir / JOURNAL_NAME),
+        next_steps=_next_steps(desired, planned, incomplete),
+        plot=None,
+        plot_note="",
+    )
+
+
+def write_summary(desired: Desired, observation: Observation, *, now: float | None = None,
+                  plot: bool = True) -> tuple[Summary, Path]:
+    """Build the summary, draw the plot when matplotlib is installed, write summary.md (re-running overwrites)."""
+    from reconciler.report.summary_plot import plot_accuracy
+    from reconciler.report.summary_render import markdown_text
+
+    summary = build_summary(desired, observation, now=now)
+    exp_dir = desired.layout.experiment_dir
+    if plot:
+        image, note = plot_accuracy(summary, exp_dir / PLOT_NAME)
+        summary = summary.model_copy(update={"plot": image.name if image else None, "plot_note": note})
+    path = exp_dir / SUMMARY_NAME
+    atomic_write_text(path, markdown_text(summary))
+    return summary, path
+
+
+def _status_word(state: str) -> str:
+    return LEGACY_STATUS.get(state, state.upper())
+
+
+def _run_status(run: str, run_type: str, planned: dict[str, PlannedUnit]) -> RunStatus:
+    ft = planned.get(f"finetune/{run}")
+    evals = [p for p in planned.values() if p.kind == "eval" and p.run == run]
+    done = sum(1 for p in evals if p.state == "done")
+    if evals and done == len(evals):
+        evaluation = f"COMPLETED ({done}/{len(evals)})"
+    elif not evals:
+        evaluation = "N/A"
+    else:
+        rest: dict[str, int] = {}
+        for p in evals:
+            if p.state != "done":
+                rest[p.state] = rest.get(p.state, 0) + 1
+        evaluation = f"{done}/{len(evals)} done, " + ", ".join(f"{n} {s}" for s, n in rest.items())
+    return RunStatus(run=run, type=run_type, finetune=_status_word(ft.state) if ft else "N/A",
+                     evaluation=evaluation, evals_done=done, evals_total=len(evals))
+
+
+def _training(unit: Unit, p: PlannedUnit, ev: UnitEvidence, state: StateFile | None) -> TrainingResult:
+    record = state.units.get(unit.key) if state else None
+    job_ids = [j.job_id for j in ev.jobs]
+    if record is not None and record.job_id and record.job_id not in job_ids:
+        job_ids.append(record.job_id)
+    stdout = stdout_for(unit, job_ids)
+    job_id = job_ids[-1] if job_ids else None
+    duration = None
+    last = ev.jobs[-1] if ev.jobs else None
+    if last is not None and last.started_at is not None and last.ended_at is not None:
+        duration = last.ended_at - last.started_at
+    elif record is not None and record.job_id == job_id and p.state != "running":
+        duration = record.elapsed_seconds  # the scheduler was not asked (nothing in flight): state.json remembers
+    notes = []
+    curve = None
+    if stdout is None:
+        notes.append("no SLURM stdout found")
+    else:
+        try:
+            text = read_text(stdout)
+        except OSError as exc:
+            text = ""
+            notes.append(f"cannot read {stdout.name}: {exc.strerror or exc}")
+        curve = parse_losses(text)
+        if curve is None and text:
+            notes.append("no loss lines in the stdout")
+        if oom_in(text):
+            notes.append("CUDA out of memory in the stdout")
+    return TrainingResult(
+        run=unit.run, state=p.state, job_id=job_id, stdout=str(stdout) if stdout else None,
+        final_loss=curve.final_loss if curve else None, total_steps=curve.total_steps if curve else None,
+        epochs=curve.epochs if curve else None, loss_by_epoch=curve.by_epoch if curve else {},
+        duration_seconds=duration, partial=p.state != "done", note="; ".join(notes),
+    )
+
+
+def _evaluation(unit: Unit, p: PlannedUnit, ev: UnitEvidence, run_type: str, read_samples: bool) -> EvalResult:
+    log = ev.log
+    scored = log is not None and log.state in ("complete", "partial")
+    fields: dict[str, object] = {}
+    if scored and read_samples:
+        assert log is not None
+        metrics = binary_metrics(log.path)
+        if metrics is not None:
+            fields = {"balanced_accuracy": metrics.balanced_accuracy, "f1": metrics.f1,
+                      "precision_1": metrics.precision_1, "recall_1": metrics.recall_1,
+                      "recall_0": metrics.recall_0, "confusion": metrics.confusion}
+    return EvalResult(
+        run=unit.run, run_type=run_type, task=unit.task or "", epoch=unit.epoch, state=p.state,
+        metric=log.metric if scored and log else None, value=log.value if scored and log else None,
+        samples=log.completed if log else None, total_samples=log.total if log else None,
+        partial=bool(log is not None and log.state == "partial"), log=log.path if log else None,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _best(evaluations: list[EvalResult], controls: list[str]) -> list[BestRun]:
+    """Per task: the best cell of a trained run, by balanced accuracy when the task is binary."""
+    out = []
+    for task in dict.fromkeys(e.task for e in evaluations):
+        rows = [e for e in evaluations if e.task == task and e.value is not None]
+        binary = bool(rows) and all(e.balanced_accuracy is not None for e in rows)
+        metric = "balanced_accuracy" if binary else (rows[0].metric or "accuracy") if rows else "accuracy"
+        score = functools.partial(_score, binary=binary)
+        trained = [e for e in rows if e.run_type != "control"]
+        if not trained:
+            continue
+        best = max(trained, key=score)  # the first of equals: spec order
+        base = next((e for e in rows if e.run in controls), None)
+        out.append(BestRun(task=task, run=best.run, epoch=best.epoch, metric=metric, value=score(best),
+                           baseline_run=base.run if base else None,
+                           baseline_value=score(base) if base else None))
+    return out
+
+
+def _score(e: EvalResult, binary: bool) -> float:
+    value = e.balanced_accuracy if binary else e.value
+    return float(value if value is not None else 0.0)
+
+
+def _incomplete(unit: Unit, p: PlannedUnit, observation: Observation, units: dict[str, Unit]) -> Incomplete:
+    ev = observation.get(unit.key)
+    read = None
+    if unit.kind == "eval" and ev.log is not None and ev.log.state != "complete":
+        read = ev.log.path  # the failed or partial log says why
+    if read is None:
+        path = stdout_for(unit, [j.job_id for j in ev.jobs]) if ev.jobs or unit.kind == "finetune" else None
+        read = str(path) if path else None
+    if read is None and p.state == "blocked":
+        for key in unit.depends_on:
+            up = observation.get(key)
+            path = stdout_for(units[key], [j.job_id for j in up.jobs]) if key in units else None
+            read = str(path) if path else None
+    stage = "Fine-tuning" if unit.kind == "finetune" else \
+        f"Evaluation: {unit.task}" + (f" epoch {unit.epoch}" if unit.epoch is not None else "")
+    return Incomplete(run=unit.run, stage=stage,
+                      unit=unit.key, state=p.state, reason=p.reason, read=read)
+
+
+def _remedies(journal: Path) -> list[Remedy]:
+    out = []
+    for rec in read_remedies(journal):
+        ts = rec.get("ts")
+        detail = ", ".join(f"{k}={v}" for k, v in rec.items() if k not in ("ts", "event", "unit"))
+        out.append(Remedy(unit=str(rec.get("unit", "")), when=fmt_ts(float(ts)) if isinstance(ts, (int, float))
+                          else None, detail=detail))
+    return out
+
+
+def _next_steps(desired: Desired, planned: dict[str, PlannedUnit], incomplete: list[Incomplete]) -> list[str]:
+    exp = desired.layout.experiment_dir
+    rel = str(exp)  # absolute: summary.md is read from anywhere
+    steps = [f"View the evaluation logs: `inspect view --log-dir {exp}`"]
+    waiting = [p for p in planned.values() if p.state in ("missing", "waiting", "queued", "running", "unknown")]
+    if waiting:
+        steps.append(f"Finish the {len(waiting)} unit(s) still to run: `reconcile apply {rel} --watch`")
+    failed = [p for p in planned.values() if p.state in ("failed", "blocked")]
+    if failed:
+        most = max((p.attempts for p in failed), default=0)
+        steps.append(f"Read why {len(failed)} unit(s) failed or are blocked (Incomplete Runs above), fix the cause, "
+                     "then retry: "
+                     f"`reconcile apply {rel} --watch --max-attempts {most + 1}`")
+    if any(p.state == "outdated" for p in planned.values()):
+        steps.append(f"Re-run what the spec changed: `reconcile apply {rel} --watch --replace outdated`")
+    steps.append(f"For analysis scripts: `reconcile summarize {rel} --format csv` (or `--format json`)")
+    return steps

@@ -1,0 +1,59 @@
+"""Accuracy by epoch for each run against the control, as a PNG (needs the optional `plot` extra: matplotlib)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from reconciler.report.summary_model import Summary
+
+
+def plot_accuracy(summary: Summary, path: Path) -> tuple[Path | None, str]:
+    """(the image, "") or (None, why there is none). One panel per task; controls are dashed lines."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on a cluster node
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None, "matplotlib is not installed (`pip install 'reconciler[plot]'`)"
+    tasks = list(dict.fromkeys(e.task for e in summary.evaluations if e.value is not None))
+    if not tasks:
+        return None, "no evaluation has a score yet"
+    # One colour per run in every panel.
+    colours = {run: f"C{i}" for i, run in enumerate(dict.fromkeys(e.run for e in summary.evaluations))}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    try:
+        for ax, task in zip(axes[0], tasks, strict=True):
+            cells = [e for e in summary.evaluations if e.task == task and e.value is not None]
+            epochs = sorted({e.epoch for e in cells if e.epoch is not None})
+            for run in dict.fromkeys(e.run for e in cells if e.epoch is not None):
+                points = sorted((e.epoch, e.value) for e in cells if e.run == run and e.epoch is not None)
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=run, color=colours[run])
+            for e in cells:
+                if e.epoch is None:
+                    style = "--" if e.run in summary.controls else ":"
+                    kind = "control" if e.run in summary.controls else "eval-only"
+                    ax.axhline(e.value, linestyle=style, color="grey", label=f"{e.run} ({kind})")
+            metric = next((e.metric for e in cells if e.metric), "accuracy")
+            ax.set_title(task)
+            ax.set_xlabel("checkpoint epoch (epoch_N)")
+            ax.set_ylabel(metric or "accuracy")
+            if epochs:
+                ax.set_xticks(epochs)
+            if all(0.0 <= e.value <= 1.0 for e in cells):  # type: ignore[operator]
+                ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+        fig.suptitle(f"{summary.experiment}: {metric} by epoch")
+        fig.tight_layout()
+        # Beside the target, then renamed: a reader never sees half an image.
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            fig.savefig(tmp, format="png", dpi=100)
+            os.replace(tmp, path)
+        except OSError as exc:
+            return None, f"cannot write {path}: {exc.strerror or exc}"
+    finally:
+        plt.close(fig)
+    return path, ""
