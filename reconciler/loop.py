@@ -10,10 +10,12 @@ from pathlib import Path
 from reconciler.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
 from reconciler.backends.base import Backend, Snapshot
 from reconciler.errors import BackendUnavailable
+from reconciler.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import Observation, all_done_on_disk, observe, observe_files
 from reconciler.plan import Plan, PlannedUnit, Policy, plan
+from reconciler.plan_notes import annotate
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import Desired, Unit, expand, tag_prefix
 
@@ -37,6 +39,7 @@ class PassResult:
         return self.plan.converged
 
 
+@without_gc
 def load_desired(target: Path) -> Desired:
     return expand(load_spec(target))
 
@@ -55,6 +58,7 @@ def take_snapshot(desired: Desired, backend: Backend | None, view: JournalView,
         return None, f"scheduler unavailable: {exc}", True
 
 
+@without_gc
 def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
              options: ApplyOptions = ApplyOptions(),
              prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None) -> PassResult:
@@ -75,6 +79,8 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
     the_plan = plan(desired.units, observation, policy, experiment=desired.experiment)
     the_plan = Plan(experiment=the_plan.experiment, units=the_plan.units, scheduler_known=the_plan.scheduler_known,
                     scheduler_note=the_plan.scheduler_note, warnings=desired.loaded.warnings)
+    if the_plan.has_changes:
+        the_plan = annotate(the_plan, desired, view)
     applied = None
     if act and backend is not None and the_plan.has_changes:
         applied = apply_plan(the_plan, desired, backend, journal, snapshot, options, prepare)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from reconciler.backends.base import Backend
 from reconciler.journal import Journal
 from reconciler.plan import PlannedUnit
 from reconciler.spec.units import Desired, Unit, tag_prefix
-
-if TYPE_CHECKING:
-    from reconciler.scaffold.remedies import Remedy
 
 
 def prepare_unit(desired: Desired, unit: Unit, planned: PlannedUnit) -> None:
@@ -19,27 +14,18 @@ def prepare_unit(desired: Desired, unit: Unit, planned: PlannedUnit) -> None:
     A retry after running out of memory or time is rendered with a remedy (smaller batch, longer
     limit), journaled so that the next retry builds on it and reports can say what changed.
     """
+    from reconciler.plan_notes import remedy_for
     from reconciler.scaffold.write import sync_unit
 
-    remedy = _remedy_for(desired, unit, planned) if planned.action == "resubmit" else None
+    remedy, new = None, False
+    if planned.action == "resubmit":
+        journal = Journal(desired.layout.state_dir)
+        remedy, new = remedy_for(desired, unit, planned, journal.read().history(unit.key).last_remedy)
     # Units that have not started (or are being re-run) may take the spec's current rendering.
-    sync_unit(desired, unit, force=planned.action == "resubmit" or planned.state == "missing", remedy=remedy)
-
-
-def _remedy_for(desired: Desired, unit: Unit, planned: PlannedUnit) -> Remedy | None:
-    from reconciler.scaffold.remedies import Remedy, baseline, failure_cause, next_remedy
-
-    journal = Journal(desired.layout.state_dir)
-    if planned.state in ("done", "outdated"):
-        return None  # a replacement runs the spec as it is now
-    previous = Remedy.from_dict(journal.read().history(unit.key).last_remedy)
-    if failure_cause(planned.failure_class) is None:
-        return previous  # a retry for another cause keeps what the last remedy changed
-    remedy = next_remedy(planned.failure_class, previous, start=baseline(desired.loaded, unit), kind=unit.kind)
-    if remedy is None:
-        return previous  # nothing left to shrink or extend: the budget decides
-    journal.append("remedy", unit=unit.key, **remedy.to_dict())
-    return remedy
+    report = sync_unit(desired, unit, force=planned.action == "resubmit" or planned.state == "missing",
+                       remedy=remedy)
+    if new and report.remedy is not None:  # not when the script is the user's: it runs as it is
+        journal.append("remedy", unit=unit.key, **report.remedy.to_dict())
 
 
 def cancel_all(desired: Desired, backend: Backend) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.table import Table
 
 from reconciler.backends.base import Job
 from reconciler.plan import STATES, PlannedUnit
+from reconciler.report import plan_render
 from reconciler.report.progress import STATE_STYLE
 from reconciler.report.state_file import StateFile, UnitRecord, effective_states, fmt_duration, parse_ts
 
@@ -119,7 +120,10 @@ def status_record(result: PassResult, state: StateFile | None = None, now: float
         "sources": sources(result, now),
         "counts": {stage: {s: counts[stage][s] for s in STATES if counts[stage][s]} for stage in STAGES},
         "unknown": [r.key for r in rows if r.state == "unknown"],
-        "units": [asdict(r) for r in rows],
+        # The plan's unit records (the contract shared with `plan --format json`), with what status adds.
+        "units": [{**plan_render.unit_record(p), "state": r.state, "job_id": r.job_id, "stage": r.stage,
+                   "elapsed_seconds": r.elapsed_seconds, "attempts": r.attempts}
+                  for p, r in zip(result.plan.units, rows)],
         "summary_line": result.plan.summary_line(),
     }
 

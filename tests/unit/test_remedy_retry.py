@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from reconciler.backends.base import FAILED, Job
-from reconciler.journal import Journal
+from reconciler.journal import Journal, JournalView
 from reconciler.observe.observation import Observation, UnitEvidence
 from reconciler.operations import prepare_unit
 from reconciler.plan import Policy, plan
+from reconciler.plan_notes import annotate
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import Desired, expand
 from tests.conftest import EXPERIMENTS
@@ -71,4 +72,27 @@ def test_a_plain_failure_renders_the_spec_values(desired: Desired) -> None:
     unit, planned = planned_retry(desired, oom_in_stdout=False)
     prepare_unit(desired, unit, planned)
     assert batch_of(desired) == (128, 2)
+    assert Journal(desired.layout.state_dir).read().history(RUN).last_remedy is None
+
+
+def test_the_plan_says_which_remedy_a_retry_takes(desired: Desired) -> None:
+    unit, planned = planned_retry(desired, oom_in_stdout=True)
+    the_plan = plan(desired.units, Observation(units={RUN: UnitEvidence(
+        jobs=(Job(job_id="7", state=FAILED, exit_code=1),), attempts=1, oom_in_stdout=True)}, scheduler_known=True),
+        Policy(max_attempts=3))
+    noted = next(p for p in annotate(the_plan, desired, JournalView()).units if p.key == RUN)
+    assert "remedy: out of memory: batch size 128 -> 64, gradient accumulation 2 -> 4" in noted.reason
+
+
+def test_the_plan_says_a_users_script_is_used_as_it_is_and_no_remedy_reaches_it(desired: Desired) -> None:
+    unit, planned = planned_retry(desired, oom_in_stdout=True)
+    unit.script.parent.mkdir(parents=True, exist_ok=True)
+    unit.script.write_text("#!/bin/bash\ntune run my_recipe --config mine.yaml\n")
+    the_plan = plan(desired.units, Observation(units={RUN: UnitEvidence(
+        jobs=(Job(job_id="7", state=FAILED, exit_code=1),), attempts=1, oom_in_stdout=True)}, scheduler_known=True),
+        Policy(max_attempts=3))
+    noted = next(p for p in annotate(the_plan, desired, JournalView()).units if p.key == RUN)
+    assert "was not rendered by the reconciler: used as it is" in noted.reason and "remedy" not in noted.reason
+    prepare_unit(desired, unit, planned)
+    assert unit.script.read_text() == "#!/bin/bash\ntune run my_recipe --config mine.yaml\n"
     assert Journal(desired.layout.state_dir).read().history(RUN).last_remedy is None

@@ -1,0 +1,59 @@
+"""What the pure planner cannot know, added to a plan's reasons: who owns a unit's script, which remedy a retry takes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from reconciler.journal import JournalView
+from reconciler.observe.observation import read_script_fingerprint
+from reconciler.plan import SUBMITTING, Plan, PlannedUnit
+from reconciler.scaffold.remedies import Remedy, baseline, failure_cause, next_remedy
+from reconciler.spec.units import Desired, Unit
+
+
+def annotate(the_plan: Plan, desired: Desired, view: JournalView) -> Plan:
+    """Reasons of units about to be submitted gain the script's ownership and the retry's remedy.
+
+    Costs one header read per submitting unit whose script exists: nothing is rendered here.
+    """
+    units = desired.by_key()
+    notes = [_with_notes(p, units[p.key], desired, view) if p.action in SUBMITTING else p for p in the_plan.units]
+    return replace(the_plan, units=tuple(notes))
+
+
+def _with_notes(p: PlannedUnit, unit: Unit, desired: Desired, view: JournalView) -> PlannedUnit:
+    extra = []
+    owner, script = script_note(unit)
+    if script:
+        extra.append(script)
+    remedy, _ = remedy_for(desired, unit, p, view.history(unit.key).last_remedy)
+    # A script the reconciler does not own is retried as it is: no remedy reaches it.
+    if remedy is not None and owner != "foreign":
+        extra.append(f"remedy: {remedy.reason}" if remedy.reason else "remedy kept from the last retry")
+    return replace(p, reason="; ".join([p.reason, *extra])) if extra else p
+
+
+def script_note(unit: Unit) -> tuple[str, str]:
+    """("foreign" | "drift" | "", what to tell the user) for the unit's existing script."""
+    if not (unit.script.exists() or unit.script.is_symlink()):
+        return "", ""
+    found = read_script_fingerprint(unit.script)
+    if found is None:
+        return "foreign", f"script {unit.script.name} was not rendered by the reconciler: used as it is"
+    if found != unit.fingerprint:
+        return "drift", f"script rendered from an older spec ({found[:8]}): re-rendered before submission"
+    return "", ""
+
+
+def remedy_for(desired: Desired, unit: Unit, p: PlannedUnit,
+               journaled: dict[str, object] | None) -> tuple[Remedy | None, bool]:
+    """The remedy a resubmission renders, and whether it is new (to journal) or kept from the last retry."""
+    if p.action != "resubmit" or p.state in ("done", "outdated"):
+        return None, False  # first submissions and replacements run the spec as it is now
+    previous = Remedy.from_dict(journaled)
+    if failure_cause(p.failure_class) is None:
+        return previous, False
+    remedy = next_remedy(p.failure_class, previous, start=baseline(desired.loaded, unit), kind=unit.kind)
+    if remedy is None:
+        return previous, False  # nothing left to shrink or extend: the retry budget decides
+    return remedy, True
