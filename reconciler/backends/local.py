@@ -19,8 +19,6 @@ die at any moment without stopping or losing a job.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import re
 import shlex
@@ -29,9 +27,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.backends.base import (
@@ -48,48 +45,23 @@ from reconciler.backends.base import (
     Snapshot,
     SubmitRequest,
 )
+from reconciler.backends.local_procs import is_alive, kill_group, process_identity
+from reconciler.backends.local_store import (
+    Record,
+    _next_id,
+    jobs_dir,
+    load_records,
+    locked,
+    read_record,
+    write_record,
+)
 from reconciler.backends.timefmt import parse_time_limit
 from reconciler.errors import BackendError, BackendUnavailable
 
 CAPABILITIES = Capabilities(name="local", min_poll_seconds=0.2, default_poll_seconds=2.0, finetune_stagger_seconds=0.0)
 
-SCHEMA_VERSION = 1
 # sbatch's default when neither the request nor the script names an output file.
 DEFAULT_OUTPUT = "slurm-%j.out"
-
-_RECORD_NAME = re.compile(r"^(\d+)\.json$")
-
-
-@dataclass
-class Record:
-    """One job as stored in `jobs/{id}.json`. Identities are `[pid, start ticks]` from /proc."""
-
-    job_id: str
-    name: str
-    tag: str
-    script: str  # the user's script, as submitted (for reports)
-    batch_script: str  # the snapshot that runs
-    workdir: str
-    stdout: str
-    stderr: str | None  # None: stderr goes to stdout, as in sbatch
-    open_mode: str  # "truncate" or "append" (sbatch --open-mode)
-    time_limit: int | None  # seconds; None: no limit
-    max_concurrent: int
-    depends_on: list[str]
-    submitted_at: float
-    state: str = PENDING
-    reason: str | None = None
-    exit_code: int | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    # True from the grant until the job's processes are reaped: the job holds a slot.
-    active: bool = False
-    # The supervisor validated its record; a supervisor dead before that never launched.
-    booted: bool = False
-    supervisor: list[int] | None = None
-    process: list[int] | None = None
-    schema_version: int = SCHEMA_VERSION
-
 
 @dataclass(frozen=True)
 class Directives:
@@ -308,166 +280,6 @@ def expand_pattern(pattern: str, job_id: str, name: str) -> str:
 def _output_path(pattern: str, workdir: Path, job_id: str, name: str) -> Path:
     path = Path(expand_pattern(pattern, job_id, name)).expanduser()
     return path if path.is_absolute() else workdir / path
-
-
-# ---------------------------------------------------------------- records on disk
-
-
-def jobs_dir(state_dir: Path) -> Path:
-    """Where the job records, script snapshots and supervisor logs live."""
-    return state_dir / "jobs"
-
-
-def record_path(state_dir: Path, job_id: str) -> Path:
-    """The record file of one job."""
-    return jobs_dir(state_dir) / f"{job_id}.json"
-
-
-@contextmanager
-def locked(state_dir: Path) -> Iterator[None]:
-    """Hold the backend's lock: every write to the state happens under it."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing drops the flock
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
-    finally:
-        os.close(dir_fd)
-
-
-def write_record(state_dir: Path, rec: Record) -> None:
-    """Replace a job's record atomically. Callers hold the lock."""
-    _write_atomic(record_path(state_dir, rec.job_id), json.dumps(asdict(rec), sort_keys=True))
-
-
-def _parse_record(path: Path, text: str) -> Record:
-    try:
-        data = json.loads(text)
-        known = {f.name for f in fields(Record)}
-        return Record(**{k: v for k, v in data.items() if k in known})
-    except (ValueError, TypeError) as exc:
-        # Never guess: an unreadable record could be a live job.
-        raise BackendUnavailable(f"unreadable job record {path}: {exc}") from exc
-
-
-def read_record(state_dir: Path, job_id: str) -> Record | None:
-    """One job's record, or None if there is no such job."""
-    if not job_id.isdigit():
-        return None
-    path = record_path(state_dir, job_id)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    return _parse_record(path, text)
-
-
-def load_records(state_dir: Path) -> dict[str, Record]:
-    """Every job's record, by id (empty when the state dir does not exist yet)."""
-    records: dict[str, Record] = {}
-    try:
-        entries = list(os.scandir(jobs_dir(state_dir)))
-    except FileNotFoundError:
-        return records
-    for entry in entries:
-        match = _RECORD_NAME.match(entry.name)
-        if match:
-            try:
-                text = Path(entry.path).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                continue
-            records[match.group(1)] = _parse_record(Path(entry.path), text)
-    return records
-
-
-def _next_id(state_dir: Path) -> str:
-    """Allocate the next job id. Callers hold the lock."""
-    counter = state_dir / "next_id"
-    try:
-        next_id = int(counter.read_text())
-    except (FileNotFoundError, ValueError):
-        next_id = 1
-    # A lost or stale counter must never hand out an id that has a record.
-    highest = max(
-        (int(m.group(1)) for p in jobs_dir(state_dir).iterdir() if (m := _RECORD_NAME.match(p.name))), default=0
-    )
-    next_id = max(next_id, highest + 1)
-    _write_atomic(counter, f"{next_id + 1}\n")
-    return str(next_id)
-
-
-# ---------------------------------------------------------------- processes
-
-
-# Without /proc (macOS) only existence can be checked, and pid reuse goes undetected.
-_HAS_PROC = os.path.exists("/proc/self/stat")
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks since boot) of a process, or None if it is gone."""
-    if not _HAS_PROC:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return "S", 0
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    rest = text[text.rindex(")") + 2 :].split()
-    return rest[0], int(rest[19])
-
-
-def process_identity(pid: int) -> list[int] | None:
-    """`[pid, start ticks]` of a live process: a pid alone may be reused after it exits."""
-    stat = _proc_stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):
-        return None
-    return [pid, stat[1]]
-
-
-def _same_process(identity: list[int] | None, allow_zombie: bool) -> bool:
-    if not identity:
-        return False
-    pid, start = identity
-    stat = _proc_stat(pid)
-    if stat is None or (stat[0] in ("Z", "X") and not allow_zombie):
-        return False
-    return stat[1] == start
-
-
-def is_alive(identity: list[int] | None) -> bool:
-    """Whether this exact process (not a later one with the same pid) still runs."""
-    return _same_process(identity, allow_zombie=False)
-
-
-def kill_group(identity: list[int] | None, sig: int) -> None:
-    """Signal the process group led by this exact process (jobs run as group leaders)."""
-    # An unreaped (zombie) leader still pins its pid, so its group id cannot have been reused.
-    if _same_process(identity, allow_zombie=True):
-        assert identity is not None
-        try:
-            os.killpg(identity[0], sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 # ---------------------------------------------------------------- scheduling

@@ -17,17 +17,9 @@ from pathlib import Path
 from typing import IO
 
 from reconciler.backends.base import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT
-from reconciler.backends.local import (
-    Record,
-    load_records,
-    locked,
-    needs_pass,
-    process_identity,
-    read_record,
-    schedule,
-    schedule_locked,
-    write_record,
-)
+from reconciler.backends.local import needs_pass, schedule, schedule_locked
+from reconciler.backends.local_procs import process_identity
+from reconciler.backends.local_store import Record, load_records, locked, read_record, write_record
 
 # How often a waiting job reads its own record to see whether it was granted a slot.
 POLL_PENDING_SECONDS = 0.2

@@ -26,7 +26,8 @@ from reconciler.backends.base import (
     Job,
     SubmitRequest,
 )
-from reconciler.backends.local import LocalBackend, load_records, read_directives, record_path, stdout_path
+from reconciler.backends.local import LocalBackend, read_directives, stdout_path
+from reconciler.backends.local_store import load_records, record_path
 from reconciler.backends.timefmt import format_time_limit, parse_time_limit
 from reconciler.errors import BackendError
 
