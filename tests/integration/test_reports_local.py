@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 from inspect_ai.log import read_eval_log
 
-from tests.integration.demo_env import copy_demo, reconcile
+from tests.integration.demo_env import copy_demo, jobs_by_unit, reconcile, start
 
 DEMO_UNITS = 10
+EXPERIMENT = "capitalization_demo"
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +118,37 @@ def test_summarize_formats(converged: tuple[Path, str]) -> None:
     assert as_csv.returncode == 0 and len(as_csv.stdout.strip().splitlines()) >= 8
     markdown = reconcile("summarize", str(exp), "--offline", "--no-plot")
     assert markdown.returncode == 0 and "10/10 units done" in markdown.stdout
+
+
+def test_status_mid_flight_agrees_with_the_local_scheduler(tmp_path: Path) -> None:
+    """Jobs only move forward (PENDING -> RUNNING -> ended): bracket status between two scheduler reads."""
+    exp = copy_demo(tmp_path / "demo", seconds_per_epoch=2)
+    watcher = start("apply", str(exp), "--watch", "--interval", "0.5", "--backend", "local")
+    try:
+        deadline = time.monotonic() + 60
+        while not any(j.state == "RUNNING" for jobs in jobs_by_unit(exp, EXPERIMENT).values() for j in jobs):
+            assert time.monotonic() < deadline, "no job started"
+            time.sleep(0.2)
+        before = jobs_by_unit(exp, EXPERIMENT)
+        status = reconcile("status", str(exp), "--json", "--backend", "local")
+        after = jobs_by_unit(exp, EXPERIMENT)
+    finally:
+        watcher.wait(timeout=240)
+    assert status.returncode == 0, status.stderr
+    units = {u["key"]: u for u in json.loads(status.stdout)["units"]}
+    order = {"PENDING": 0, "RUNNING": 1}
+    seen_in_flight = 0
+    for key, unit in units.items():
+        if unit["state"] not in ("queued", "running"):
+            continue
+        seen_in_flight += 1
+        job_id = unit["job_id"]
+        was = next((j for j in before.get(key, ()) if j.job_id == job_id), None)  # None: submitted since
+        now = next(j for j in after[key] if j.job_id == job_id)
+        said = 0 if unit["state"] == "queued" else 1
+        assert was is None or order.get(was.state, 2) <= said, (key, was.state, unit["state"])
+        assert said <= order.get(now.state, 2), (key, unit["state"], now.state)
+    assert seen_in_flight, "status saw nothing in flight mid-way"
+    for key, jobs in before.items():
+        if any(j.live for j in jobs):
+            assert units[key]["state"] in ("queued", "running", "done"), (key, units[key]["state"])
