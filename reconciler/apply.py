@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from reconciler.artifacts import move_aside
 from reconciler.backends.base import Backend, Snapshot, SubmitRequest
-from reconciler.errors import BackendError, BackendUnavailable, ReconcilerError
+from reconciler.crashpoints import crash_point
+from reconciler.errors import BackendError, BackendUnavailable, ReconcilerError, SubmitDeferred
 from reconciler.journal import Journal, JournalView
 from reconciler.plan import Plan, PlannedUnit
 from reconciler.spec.units import Desired, Unit, tag_for
@@ -84,9 +85,14 @@ def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal,
 
     new_ids: dict[str, str] = {}
     last_finetune_submit = 0.0
+    qos_limit: str | None = None  # set when sbatch refused a job for a cap on queued jobs
     for p in sorted((p for p in plan.units if p.action in ("submit", "resubmit")), key=lambda p: p.kind != "finetune"):
         if result.scheduler_down:
             break
+        if qos_limit is not None:
+            # The cap refuses every further job too: do not load the controller with sbatch calls.
+            result.events.append(Event(p.key, "deferred", f"QOS limit{qos_limit}; next pass"))
+            continue
         if options.max_submit is not None and live_count >= options.max_submit:
             result.events.append(Event(p.key, "deferred", f"max-submit {options.max_submit} reached; next pass"))
             continue
@@ -114,26 +120,40 @@ def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal,
             if prepare is not None:
                 prepare(desired, unit, p)
         except (OSError, ReconcilerError) as exc:
-            msg = f"{p.key}: cannot prepare: {exc}"
-            result.errors.append(msg)
-            result.events.append(Event(p.key, "failed_submit", msg))
+            detail = f"cannot prepare: {exc}"
+            # Journaled like a refused submission: it counts against the budget, so a watch
+            # does not try the same broken unit forever.
+            journal.append("submit_failed", unit=p.key, fingerprint=p.fingerprint, error=detail)
+            result.errors.append(f"{p.key}: {detail}")
+            result.events.append(Event(p.key, "failed_submit", detail))
             continue
         tag = tag_for(desired.experiment, p.key)
         journal.append("intent", unit=p.key, fingerprint=p.fingerprint, tag=tag, action=p.action, reason=p.reason)
+        crash_point("intent-journaled")
         request = SubmitRequest(script=unit.script, name=unit.job_name, tag=tag, workdir=unit.workdir,
                                 depends_on=tuple(deps), stdout=unit.stdout)
         try:
             job_id = backend.submit(request)
+            crash_point("submit-returned")
         except BackendUnavailable as exc:
             result.scheduler_down = True
             result.errors.append(f"{p.key}: scheduler unavailable: {exc}")
             break  # the intent stays open: the next pass searches the tag before submitting again
+        except SubmitDeferred as exc:
+            # A QoS/association cap on queued jobs (MaxSubmitJobs): not permanent, not the unit's
+            # fault. The unit stays missing (the record closes the intent) and a later pass, run
+            # once jobs have left the queue, submits it; nothing is counted against its budget.
+            qos_limit = f" ({exc.limit})" if exc.limit else ""
+            journal.append("submit_deferred", unit=p.key, limit=exc.limit, error=str(exc))
+            result.events.append(Event(p.key, "deferred", f"QOS limit{qos_limit}; next pass"))
+            continue
         except BackendError as exc:
-            journal.append("submit_failed", unit=p.key, error=str(exc))
+            journal.append("submit_failed", unit=p.key, fingerprint=p.fingerprint, error=str(exc))
             result.errors.append(f"{p.key}: {exc}")
             result.events.append(Event(p.key, "failed_submit", str(exc)))
             continue
         journal.append("submitted", unit=p.key, job_id=job_id, fingerprint=p.fingerprint, after=list(deps))
+        crash_point("job-id-journaled")
         new_ids[p.key] = job_id
         live_count += 1
         if p.kind == "finetune":

@@ -53,6 +53,18 @@ class BackendError(ReconcilerError):
         return f"{self.command} failed (exit {self.returncode}): {detail}"
 
 
+@dataclass
+class SubmitDeferred(BackendError):
+    """The scheduler refused a submission *for now*: a cap on queued jobs (a QoS or association
+    MaxSubmitJobs) is reached. Not the unit's fault and not permanent: apply leaves the unit
+    missing and a later pass submits it, once jobs have left the queue. `limit` is the name
+    SLURM gave (e.g. QOSMaxSubmitJobPerUserLimit), or "" when it printed only its generic line.
+    A subclass of BackendError so that a caller which does not know it still treats it as an error.
+    """
+
+    limit: str = ""
+
+
 class BackendUnavailable(ReconcilerError):
     """Transient: the scheduler could not be asked. Evidence becomes unknown; the next pass retries."""
 

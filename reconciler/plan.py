@@ -187,6 +187,13 @@ def _finetune_failure(ev: UnitEvidence, last: Job | None) -> str:
 
 def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | None, failure: str,
                      after: tuple[str, ...] = ()) -> PlannedUnit:
+    if last is None and ev.submit_error is not None:
+        refused = f"submission refused ({ev.submit_error})"
+        if ev.attempts >= policy.max_attempts:
+            return _planned(unit, "failed", "none",
+                            f"failed: {refused}; retry budget used ({ev.attempts}/{policy.max_attempts})", ev)
+        return _planned(unit, "missing", "submit", f"retry: {refused}; attempt {ev.attempts + 1} of "
+                        f"{policy.max_attempts}" + (f"; afterok {', '.join(after)}" if after else ""), ev, after=after)
     if last is None:
         reason = "missing: nothing submitted yet"
         if ev.open_intent:

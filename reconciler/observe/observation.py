@@ -29,6 +29,7 @@ class UnitEvidence:
     produced_fingerprint: str | None = None
     script_fingerprint: str | None = None  # from the rendered script's header, when read
     oom_in_stdout: bool = False  # the last failed job printed a CUDA out-of-memory error
+    submit_error: str | None = None  # the last refusal of a submission under this fingerprint
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ def observe(
         ordered = tuple(sorted((j for j in jobs.values() if not _cancelled_and_ended(j, journal)),
                                key=lambda j: _job_order(j.job_id)))
         attempts = sum(1 for j in ordered if fps.get(j.job_id) in (None, unit.fingerprint))
+        # Refused submissions spend the budget too: a permanent sbatch error must not loop forever.
+        refused = [error for fp, error in history.submit_failures if fp in (None, unit.fingerprint)]
+        attempts += len(refused)
         epochs, logs = files[unit.key]
         log = best_log(logs)
         produced = _produced_fingerprint(unit, log, ordered, fps)
@@ -125,6 +129,7 @@ def observe(
         units[unit.key] = UnitEvidence(
             jobs=ordered, attempts=attempts, open_intent=history.open_intent, epochs=epochs, log=log,
             logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp, oom_in_stdout=oom,
+            submit_error=refused[-1] if refused else None,
         )
     read_at = {"files": now, "journal": now}
     if snapshot is not None:

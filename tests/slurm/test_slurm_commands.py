@@ -9,7 +9,7 @@ import pytest
 from reconciler.backends.base import COMPLETED, FAILED, RUNNING, SubmitRequest
 from reconciler.backends.slurm.backend import SlurmBackend, slurm_available
 from reconciler.backends.slurm.commands import CALLS, RetryPolicy
-from reconciler.errors import BackendError, BackendUnavailable
+from reconciler.errors import BackendError, BackendUnavailable, SubmitDeferred
 
 from .conftest import FAST_RETRY, write_executable
 
@@ -262,3 +262,93 @@ def test_calls_are_counted(backend: SlurmBackend, fake_bin: Path) -> None:
     before = CALLS["squeue"]
     backend.query("exp/", [])
     assert CALLS["squeue"] == before + 1
+
+
+# -- QoS caps on queued jobs: a deferral, not an error --------------------------------------
+
+POLICY = "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, " \
+    "user's size and/or time limits)"
+
+
+@pytest.mark.parametrize(
+    ("named", "limit"),
+    [("QOSMaxSubmitJobPerUserLimit", "QOSMaxSubmitJobPerUserLimit"), ("AssocGrpSubmitJobsLimit", "AssocGrpSubmitJobsLimit"),
+     (None, "")],
+)
+def test_submit_cap_is_deferred_not_retried(
+    backend: SlurmBackend, fake_bin: Path, tmp_path: Path, named: str | None, limit: str
+) -> None:
+    first = f'echo "sbatch: error: {named}" >&2\n' if named else ""
+    fake(fake_bin, "sbatch", f'{first}echo "{POLICY}" >&2\nexit 1')
+    fake(fake_bin, "squeue", "true")
+    with pytest.raises(SubmitDeferred) as caught:
+        backend.submit(request(tmp_path))
+    assert caught.value.limit == limit
+    assert calls(fake_bin, "sbatch") == 1  # asking again at once would be refused again
+    assert calls(fake_bin, "squeue") == 0
+
+
+def test_policy_limit_no_wait_lifts_stays_permanent(backend: SlurmBackend, fake_bin: Path, tmp_path: Path) -> None:
+    fake(fake_bin, "sbatch", f'echo "sbatch: error: QOSMaxWallDurationPerJobLimit" >&2\necho "{POLICY}" >&2\nexit 1')
+    with pytest.raises(BackendError, match="accounting/QOS policy") as caught:
+        backend.submit(request(tmp_path))
+    assert not isinstance(caught.value, SubmitDeferred)
+    assert calls(fake_bin, "sbatch") == 1
+
+
+def test_apply_defers_units_refused_by_a_submit_cap(fake_bin: Path, tmp_path: Path) -> None:
+    """A pass that hits the cap: the refused unit stays missing, the rest of the pass makes no
+    further sbatch calls, nothing is an error or counts against a budget; a later pass submits."""
+    from reconciler.apply import ApplyOptions
+    from reconciler.journal import Journal
+    from reconciler.loop import load_desired, run_pass
+    from reconciler.operations import prepare_unit
+    from reconciler.plan import Policy
+    from reconciler.spec.units import tag_for
+    from tests.integration.demo_env import copy_demo
+
+    exp = copy_demo(tmp_path / "demo")
+    desired = load_desired(exp)
+    accept = fake_bin / "accept"  # sbatch accepts one job, then refuses until this file is "all"
+    accept.write_text("one")
+    count = fake_bin / "count"
+    count.write_text("100")
+    fake(
+        fake_bin,
+        "sbatch",
+        f'n=$(( $(< "{count}") + 1 )); mode=$(< "{accept}")\n'
+        f'if [[ $mode == one && $n -gt 101 ]]; then echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; '
+        f'echo "{POLICY}" >&2; exit 1; fi\necho $n > "{count}"\necho $n',
+    )
+    first_unit = next(u.key for u in desired.units if u.kind == "finetune")
+    tag = tag_for(desired.experiment, first_unit)
+    fake(fake_bin, "squeue", f'if [[ -s "{count}" && $(< "{count}") -ge 101 ]]; then '
+                             + squeue_line("101", "RUNNING", tag) + "; fi")
+    options = ApplyOptions()
+
+    one = run_pass(desired, SlurmBackend(FAST_RETRY), Policy(), act=True, options=options, prepare=prepare_unit)
+    assert one.applied is not None and one.applied.errors == []
+    kinds = [(e.kind, e.unit) for e in one.events]
+    assert kinds[0] == ("submitted", first_unit)
+    deferred = [e for e in one.events if e.kind == "deferred"]
+    assert len(deferred) == len(desired.units) - 1
+    assert all("QOS limit" in e.detail for e in deferred)
+    assert "QOSMaxSubmitJobPerUserLimit" in deferred[0].detail
+    assert calls(fake_bin, "sbatch") == 2  # the accepted job and the first refusal, nothing after
+    assert not one.converged
+    journal = [line for line in (exp / ".reconciler" / "journal.jsonl").read_text().splitlines()]
+    assert sum('"submit_deferred"' in line for line in journal) == 1
+    assert not any('"submit_failed"' in line for line in journal)
+    view = Journal(exp / ".reconciler").read()
+    assert not any(h.open_intent for h in view.units.values())
+
+    accept.write_text("all")  # the queue drained
+    two = run_pass(desired, SlurmBackend(FAST_RETRY), Policy(), act=True, options=options, prepare=prepare_unit)
+    assert two.applied is not None and two.applied.errors == []
+    submitted = [e.unit for e in two.events if e.kind == "submitted"]
+    assert len(submitted) == len(desired.units) - 1 and first_unit not in submitted
+    assert calls(fake_bin, "sbatch") == 1 + len(desired.units)
+    # In the second pass the refused unit was plainly missing: no attempt used, no lost submission.
+    refused = next(p for p in two.plan.units if p.key == deferred[0].unit)
+    assert (refused.state, refused.action, refused.attempts) == ("missing", "submit", 0)
+    assert refused.reason.startswith("missing: nothing submitted yet")

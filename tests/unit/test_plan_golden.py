@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +23,7 @@ from reconciler.plan import Policy
 from reconciler.report import plan_markdown, plan_render
 from reconciler.spec.units import Desired
 from tests.conftest import EXPERIMENTS, FIXTURES
-from tests.unit.converged_fixture import build_converged, copy_demo
+from tests.unit.converged_fixture import DEMO, build_converged, copy_demo
 
 GOLDEN = FIXTURES / "golden" / "plan"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -167,7 +168,9 @@ def test_fallback_cost_uses_compute_overrides(tmp_path: Path) -> None:
 
 
 def test_estimate_counts_submissions_and_bounds_unknown_units(tmp_path: Path) -> None:
-    desired = load_desired(copy_demo(tmp_path / "exp"))
+    # The demo asks for one CPU and no GPU (its `compute` blocks); without them, the size table's GPUs.
+    spec = re.sub(r",?\s*compute: \{[^}]*\}", "", (DEMO / "experiment_summary.yaml").read_text())
+    desired = load_desired(copy_demo(tmp_path / "exp", spec))
     known = run_pass(desired, LocalBackend(desired.layout.state_dir / "local"), Policy(), act=False)
     est = plan_markdown.estimate_record(known.plan, desired)
     # 3 fine-tunes x 1 GPU x 2 h + 7 evals x 1 GPU x 0.5 h (capdemo-tiny has no size: the 1B row).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
-from reconciler.errors import BackendError, BackendUnavailable
+from reconciler.errors import BackendError, BackendUnavailable, SubmitDeferred
 
 # Every command run, by program name, one count per attempt (retries included). Tests read
 # and reset it; `CALL_HOOKS` get each argv before it runs (for logs or fault injection).
@@ -62,6 +63,30 @@ PERMANENT = (
     "invalid option",
 )
 
+# sbatch refusing a job *for now*. SLURM names the limit on a line of its own, then its generic
+# message (QoS and association limits print alike):
+#   sbatch: error: QOSMaxSubmitJobPerUserLimit
+#   sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, ...)
+# A cap on queued jobs (MaxSubmitJob*, GrpSubmitJobs) lifts as jobs leave the queue: the unit is
+# deferred to a later pass. The same generic message covers limits no wait lifts
+# (QOSMaxWallDurationPerJobLimit, QOSMinNode, ...): when SLURM names one of those, the error stays
+# permanent (PERMANENT holds the generic message). The generic message alone, from sites or
+# versions that do not name the limit, is most often the submit cap (the limit users hit), so it
+# defers too: that loses nothing, and a limit that never lifts shows as a deferral on every pass.
+POLICY_VIOLATION = "job violates accounting/qos policy"
+_NAMED_LIMIT = re.compile(r"^\s*\w+: error: ((?:QOS|Assoc)[A-Za-z]+)\s*$", re.MULTILINE)
+
+
+def deferral_limit(stderr: str) -> str | None:
+    """The limit's name when this failure is a cap on queued jobs ("" if unnamed), else None."""
+    if POLICY_VIOLATION not in stderr.lower():
+        return None
+    named = _NAMED_LIMIT.findall(stderr)
+    if not named:
+        return ""
+    caps = [name for name in named if "submitjob" in name.lower()]
+    return caps[0] if caps and len(caps) == len(named) else None
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -99,6 +124,9 @@ class CommandFailed(Exception):
     def as_backend_error(self) -> BackendError | BackendUnavailable:
         if self.transient:
             return BackendUnavailable(str(self))
+        limit = deferral_limit(self.stderr) if command_name(self.argv) == "sbatch" else None
+        if limit is not None:
+            return SubmitDeferred(command="sbatch", returncode=self.returncode, stderr=self.stderr, limit=limit)
         return BackendError(command=command_name(self.argv), returncode=self.returncode, stderr=self.stderr)
 
 

@@ -1,0 +1,50 @@
+"""A submission the scheduler refuses for good spends the retry budget: a watch never loops on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.backends.base import SubmitRequest
+from reconciler.errors import BackendError
+from reconciler.loop import load_desired, run_pass, watch
+from reconciler.operations import prepare_unit
+from reconciler.plan import Policy
+from tests.integration.demo_env import copy_demo
+from tests.unit.test_summary import FakeBackend
+
+REFUSED = "finetune/rank4_lr5e-5"
+GRES = "sbatch: error: Batch job submission failed: Invalid generic resource (gres) specification"
+
+
+class RefusingBackend(FakeBackend):
+    """Refuses one unit's fine-tune, as sbatch refuses a GPU request on a cluster without GPUs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def submit(self, request: SubmitRequest) -> str:
+        if request.tag.endswith(REFUSED):
+            self.refused += 1
+            raise BackendError(command="sbatch", returncode=1, stderr=GRES)
+        return super().submit(request)
+
+
+def test_refused_submission_fails_after_the_budget_and_its_evals_are_blocked(tmp_path: Path) -> None:
+    desired = load_desired(copy_demo(tmp_path / "demo"))
+    backend = RefusingBackend()
+
+    def one():
+        result = run_pass(desired, backend, Policy(max_attempts=3), act=True, prepare=prepare_unit)
+        for job in list(backend.jobs.values()):  # everything else finishes at once, without artifacts
+            if job.live:
+                backend.set(job.job_id, "COMPLETED", exit_code=0)
+        return result
+
+    result = watch(one, 0.0, lambda _: None, sleep=lambda _: None, max_passes=12)
+    assert backend.refused == 3
+    planned = {p.key: p for p in result.plan.units}
+    assert planned[REFUSED].state == "failed" and planned[REFUSED].action == "none"
+    assert "submission refused" in planned[REFUSED].reason and "Invalid generic resource" in planned[REFUSED].reason
+    assert planned["eval/rank4_lr5e-5/capitalization/epoch0"].state == "blocked"
+    assert result.converged  # the watch ends instead of calling sbatch again every pass
