@@ -93,11 +93,19 @@ def write_pass_logs(desired: Desired, result: PassResult, now: float | None = No
         # No state.json (deleted, or the first pass): a log that already says ALL_COMPLETE keeps its one.
         entries = [e for e in entries if not (e.action == "ALL_COMPLETE" and
                                                _says_all_complete(desired.layout.logs_dir / LOG_FILES[e.log]))]
+    _check_inside(desired.layout.logs_dir, desired.layout.experiment_dir)
     for log, filename in LOG_FILES.items():
         texts = [e.text for e in entries if e.log == log]
         if texts:
             append_entries(desired.layout.logs_dir / filename, texts)
     return entries
+
+
+def _check_inside(logs_dir: Path, experiment_dir: Path) -> None:
+    """A logs directory that is a symlink out of the experiment is not ours to write in."""
+    real = os.path.realpath(logs_dir)
+    if not Path(real).is_relative_to(os.path.realpath(experiment_dir)):
+        raise OSError(f"{logs_dir} resolves to {real}, outside the experiment (a symlink): not writing there")
 
 
 def _says_all_complete(path: Path) -> bool:
@@ -338,7 +346,8 @@ def append_entries(path: Path, texts: list[str]) -> None:
     start of its entry, so a half `SUBMIT_JOB` can never be paired with a later `Job ID:`.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    # O_NOFOLLOW: a log planted as a symlink (to ~/.bashrc, say) must not make us append to its target.
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = _repair_tail(fd)

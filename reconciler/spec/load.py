@@ -280,4 +280,4 @@ def _unknown_keys(spec: ExperimentSpec, located: Located) -> list[str]:
 
 
 def is_safe_name(value: str) -> bool:
-    return bool(NAME_RE.match(value))
+    return bool(NAME_RE.fullmatch(value))  # fullmatch: `$` alone lets a trailing newline through

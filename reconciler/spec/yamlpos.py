@@ -11,15 +11,40 @@ import yaml
 
 from reconciler.errors import SpecError
 
-# Bounds that keep a hostile file (anchor bombs, huge documents) cheap to refuse.
-MAX_FILE_BYTES = 5 * 1024 * 1024
-MAX_NODES = 200_000
+# Bounds that keep a hostile file (anchor bombs, huge documents, deep nesting) cheap to refuse:
+# under a second and a few MB whatever the file (tests/reliability/test_security.py). Real
+# experiment files are 3-20 KB and about 300 values; a synthetic 100,000-unit one is about 1 MB
+# and 40,000 values. The pure-Python parser reads about 4 MB or 60,000 values a second.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_NODES = 50_000
+MAX_DEPTH = 64
 
 PathKey = tuple[str | int, ...]
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 floats such as `1e-5` (users write lr that way)."""
+    """SafeLoader that also reads YAML 1.2 floats such as `1e-5` (users write lr that way).
+
+    Composing counts nodes and nesting as it goes: a flat list of millions of values or a
+    thousand nested brackets stops at the bound instead of taking minutes, gigabytes, or
+    Python's recursion limit (aliases are counted once here, then expanded by `_build`).
+    """
+
+    _composed = 0
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._composed += 1
+        if self._composed > MAX_NODES or self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            what = f"more than {MAX_NODES} values" if self._composed > MAX_NODES else \
+                f"values nested more than {MAX_DEPTH} deep"
+            raise yaml.composer.ComposerError(None, None, f"the document holds {what}", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.add_implicit_resolver(

@@ -1,0 +1,38 @@
+"""`python -m tests.reliability.runner ARGS` is `reconcile ARGS` with a fast SLURM retry policy.
+
+The product retries a transient scheduler failure for up to a minute (60 s per command, 5
+tries, back-off from 1 s). Fault tests inject dozens of such failures; at the product's pace
+they would take an hour. This runner changes nothing but the policy's numbers (set by
+RELIABILITY_RETRY="attempts,timeout_seconds"), so the code under test is the real CLI, the
+real backend and the real retry loop. It also lets `--watch` poll SLURM every second (the product's floor is 10 s,
+to spare a shared controller; a single-node test cluster does not need sparing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from reconciler.backends.slurm import backend as slurm_backend
+from reconciler.backends.slurm.commands import RetryPolicy
+
+
+def fast_policy(spec: str) -> RetryPolicy:
+    attempts, timeout = spec.split(",")
+    return RetryPolicy(attempts=int(attempts), total_seconds=30.0, initial_wait=0.05, max_wait=0.2,
+                       timeout=float(timeout))
+
+
+def main() -> None:
+    spec = os.environ.get("RELIABILITY_RETRY")
+    if spec:
+        slurm_backend.SlurmBackend.__init__.__defaults__ = (fast_policy(spec),)
+        slurm_backend.SlurmBackend.capabilities = dataclasses.replace(slurm_backend.CAPABILITIES,
+                                                                      min_poll_seconds=0.5)
+    from reconciler.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
