@@ -36,6 +36,10 @@ class ApplyResult:
         return any(e.kind not in ("job_state", "deferred") for e in self.events)
 
 
+# After this many identical permanent refusals in a row, a pass submits nothing more.
+SAME_REFUSALS_TO_STOP = 3
+
+
 @dataclass(frozen=True)
 class ApplyOptions:
     max_submit: int | None = None  # cap on this experiment's live jobs (a QoS MaxSubmitJobs)
@@ -86,9 +90,16 @@ def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal,
     new_ids: dict[str, str] = {}
     last_finetune_submit = 0.0
     qos_limit: str | None = None  # set when sbatch refused a job for a cap on queued jobs
+    refusals: list[str] = []  # permanent sbatch errors of this pass, in a row
     for p in sorted((p for p in plan.units if p.action in ("submit", "resubmit")), key=lambda p: p.kind != "finetune"):
         if result.scheduler_down:
             break
+        if len(refusals) >= SAME_REFUSALS_TO_STOP and len(set(refusals[-SAME_REFUSALS_TO_STOP:])) == 1:
+            # The same refusal again and again (a GPU request on a cluster without GPUs, a wrong
+            # account) would be the same for every job: stop asking the shared controller.
+            result.events.append(Event(p.key, "deferred", f"sbatch refused {len(refusals)} jobs in a row "
+                                       f"({refusals[-1]}); next pass"))
+            continue
         if qos_limit is not None:
             # The cap refuses every further job too: do not load the controller with sbatch calls.
             result.events.append(Event(p.key, "deferred", f"QOS limit{qos_limit}; next pass"))
@@ -151,7 +162,9 @@ def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal,
             journal.append("submit_failed", unit=p.key, fingerprint=p.fingerprint, error=str(exc))
             result.errors.append(f"{p.key}: {exc}")
             result.events.append(Event(p.key, "failed_submit", str(exc)))
+            refusals.append(str(exc))
             continue
+        refusals.clear()
         journal.append("submitted", unit=p.key, job_id=job_id, fingerprint=p.fingerprint, after=list(deps))
         crash_point("job-id-journaled")
         new_ids[p.key] = job_id

@@ -48,3 +48,22 @@ def test_refused_submission_fails_after_the_budget_and_its_evals_are_blocked(tmp
     assert "submission refused" in planned[REFUSED].reason and "Invalid generic resource" in planned[REFUSED].reason
     assert planned["eval/rank4_lr5e-5/capitalization/epoch0"].state == "blocked"
     assert result.converged  # the watch ends instead of calling sbatch again every pass
+
+
+class RefusingEverything(FakeBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def submit(self, request: SubmitRequest) -> str:
+        self.calls += 1
+        raise BackendError(command="sbatch", returncode=1, stderr=GRES)
+
+
+def test_a_pass_stops_asking_after_the_same_refusal_three_times(tmp_path: Path) -> None:
+    desired = load_desired(copy_demo(tmp_path / "demo"))
+    backend = RefusingEverything()
+    result = run_pass(desired, backend, Policy(max_attempts=3), act=True, prepare=prepare_unit)
+    assert backend.calls == 3  # not one per unit (the demo has 10)
+    deferred = [e for e in result.events if e.kind == "deferred"]
+    assert deferred and "refused 3 jobs in a row" in deferred[0].detail
