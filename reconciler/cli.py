@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import click
 
 from reconciler.backends import BACKEND_NAMES, make_backend
 from reconciler.errors import ReconcilerError, SpecError
+from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
 from reconciler.loop import PassResult, exit_code_for, load_desired, run_pass, watch
 from reconciler.plan import Policy
@@ -63,6 +65,9 @@ def main() -> None:
 
     EXP is an experiment directory or its experiment_summary.yaml (default: the current directory).
     """
+    # Nothing we create (journal, state, logs, job records and the scripts they run) may be
+    # world-writable, whatever the caller's umask: keep its group bits, always mask other-write.
+    os.umask(os.umask(0o022) | 0o002)
 
 
 @main.command()
@@ -89,6 +94,7 @@ def validate(exp: Path) -> None:
 def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bool, max_attempts: int | None,
          replace: tuple[str, ...]) -> None:
     """Show what apply would do, changing nothing."""
+    one_shot_command()
     try:
         desired = load_desired(exp)
         _warn(desired)
@@ -148,6 +154,7 @@ def diff(old: str, new: str, fmt: str) -> None:
 @handle_errors
 def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     """Where every unit stands (changes nothing)."""
+    one_shot_command()
     from reconciler.report import status_render
     from reconciler.report.state_file import read_state
 

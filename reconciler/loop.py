@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import Observation, all_done_on_disk, observe, observe_files
 from reconciler.plan import Plan, PlannedUnit, Policy, plan
 from reconciler.plan_notes import annotate
-from reconciler.spec.load import load_spec
+from reconciler.spec.load import load_spec, spec_path
+from reconciler.spec.yamlpos import MAX_FILE_BYTES
 from reconciler.spec.units import Desired, Unit, expand, tag_prefix
 
 HEADER_CACHE = "eval-headers.json"
@@ -39,9 +41,27 @@ class PassResult:
         return self.plan.converged
 
 
+# The last spec loaded, with its text: a watch re-reads the file every pass, and expanding 100k
+# units again costs seconds. Expansion is a pure function of the file's path and text, so an
+# unchanged text gives back the same Desired; any edit is expanded (and validated) afresh.
+_LAST_LOADED: list[tuple[str, str, Desired]] = []
+
+
 @without_gc
 def load_desired(target: Path) -> Desired:
-    return expand(load_spec(target))
+    path = spec_path(target)
+    try:
+        text = path.read_text(encoding="utf-8") if path.stat().st_size <= MAX_FILE_BYTES else None
+    except (OSError, UnicodeDecodeError):
+        text = None
+    if text is None:
+        return expand(load_spec(target))  # load_spec says what is wrong, with the location
+    key = os.path.abspath(path)
+    if _LAST_LOADED and _LAST_LOADED[0][:2] == (key, text):
+        return _LAST_LOADED[0][2]
+    desired = expand(load_spec(target, text))
+    _LAST_LOADED[:] = [(key, text, desired)]
+    return desired
 
 
 def take_snapshot(desired: Desired, backend: Backend | None, view: JournalView,

@@ -115,6 +115,11 @@ def read_header(path: Path) -> dict[str, Any]:
         return {"status": "started", "eval": start.get("eval") or {}, "results": None, "error": None}
 
 
+# Cache files as this process last read or wrote them (mtime_ns, size, entries): a watch parses its
+# cache once, not every pass (55 MB of JSON at 100k units). Another writer changes mtime and size.
+_LOADED: dict[str, tuple[int, int, dict[str, dict[str, Any]]]] = {}
+
+
 class HeaderCache:
     """Headers keyed by path, valid while size and mtime are unchanged: a re-plan stats, not reads."""
 
@@ -125,16 +130,23 @@ class HeaderCache:
         self.reads = 0
         if path is not None:
             try:
-                self.entries = json.loads(path.read_text())
+                st = os.stat(path)
+                known = _LOADED.get(str(path))
+                if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
+                    self.entries = known[2]  # a watch's next pass: the file is as this process left it
+                else:
+                    self.entries = json.loads(path.read_text())
+                    _LOADED[str(path)] = (st.st_mtime_ns, st.st_size, self.entries)
             except (OSError, ValueError):
                 self.entries = {}
 
-    def summary(self, path: Path, st: os.stat_result) -> LogSummary:
+    def summary(self, path: Path | str, st: os.stat_result) -> LogSummary:
+        # Keyed by the path string: a warm pass never builds a Path (parsing one costs more than the stat).
         key = str(path)
         hit = self.entries.get(key)
         if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
             return LogSummary(**hit["summary"])
-        summary = _read_with_retry(path, st.st_mtime)
+        summary = _read_with_retry(Path(key), st.st_mtime)
         self.reads += 1
         # Unreadable now may be readable in a moment (being written): do not cache it.
         if summary.state != "unreadable":
@@ -147,7 +159,12 @@ class HeaderCache:
             return
         from reconciler.fsutil import atomic_write_text
 
-        atomic_write_text(self.path, json.dumps(self.entries, separators=(",", ":")))
+        try:
+            atomic_write_text(self.path, json.dumps(self.entries, separators=(",", ":")))
+            st = os.stat(self.path)
+        except OSError:
+            return  # a full disk or a read-only dir: only a cache, the next pass reads the headers again
+        _LOADED[str(self.path)] = (st.st_mtime_ns, st.st_size, self.entries)
         self.dirty = False
 
 
@@ -176,7 +193,7 @@ def scan_dir(log_dir: Path, cache: HeaderCache) -> list[LogSummary]:
                 st = entry.stat()
             except FileNotFoundError:
                 continue
-            out.append(cache.summary(Path(entry.path), st))
+            out.append(cache.summary(entry.path, st))
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.spec.load import LoadedSpec
@@ -16,6 +16,8 @@ class Layout:
     experiment_dir: Path
     checkpoint_base: Path | None = None  # v0.2 only: output.base_directory
     checkpoint_pattern: str = "ck-out-{run_name}/epoch_{N}"
+    # Directories already built: expanding 100k units would otherwise join the same Paths millions of times.
+    _memo: dict[tuple[object, ...], Path] = field(default_factory=dict, compare=False, repr=False)
 
     # The reconciler's own files.
     @property
@@ -27,7 +29,10 @@ class Layout:
         return self.experiment_dir / "logs"
 
     def run_dir(self, run: str) -> Path:
-        return self.experiment_dir / run
+        found = self._memo.get(("run", run))
+        if found is None:
+            found = self._memo[("run", run)] = self.experiment_dir / run
+        return found
 
     # Fine-tune.
     def finetune_script(self, run: str) -> Path:
@@ -47,6 +52,12 @@ class Layout:
         return self.run_dir(run) / "artifacts"
 
     def epoch_dir(self, run: str, epoch: int) -> Path:
+        found = self._memo.get(("epoch", run, epoch))
+        if found is None:
+            found = self._memo[("epoch", run, epoch)] = self._epoch_dir(run, epoch)
+        return found
+
+    def _epoch_dir(self, run: str, epoch: int) -> Path:
         if self.dialect == "v0.2":
             assert self.checkpoint_base is not None
             return self.checkpoint_base / self.checkpoint_pattern.format(run_name=run, N=epoch)
@@ -62,9 +73,13 @@ class Layout:
 
     def cell_dir(self, run: str, task: str, epoch: int | None) -> Path:
         """v0.3.4: one directory per cell. v0.2: the run's eval/ directory, shared."""
-        if self.dialect == "v0.2":
-            return self.run_dir(run) / "eval"
-        return self.run_dir(run) / "eval" / self.cell(task, epoch)
+        found = self._memo.get(("cell", run, task, epoch))
+        if found is None:
+            found = self.run_dir(run) / "eval"
+            if self.dialect != "v0.2":
+                found = found / self.cell(task, epoch)
+            self._memo[("cell", run, task, epoch)] = found
+        return found
 
     def eval_script(self, run: str, task: str, epoch: int | None) -> Path:
         if self.dialect == "v0.2":

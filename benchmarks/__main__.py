@@ -1,0 +1,278 @@
+"""Run every benchmark and print one table: `python -m benchmarks [--quick]` (see benchmarks/README.md).
+
+Everything is measured in this one run and compared with a floor measured in the same run, on
+the same machine, so the ratios hold on a shared or slower machine where absolute times do not.
+Generated experiments go under --workdir (default /tmp/reconciler-bench) and are reused by later
+runs when unchanged (--fresh regenerates them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import makespan, slurm_calls, squeue_parse
+from benchmarks.evallog import make_template
+from benchmarks.synth import Shape, empty_trash, ensure
+
+SIZES_FULL = (1_000, 10_000, 100_000)
+SIZES_QUICK = (1_000, 10_000)
+FLOOR_SCRIPT = "import os,sys\nfor p in open(sys.argv[1]).read().split('\\n'):\n    p and os.stat(p)\n"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_measured(argv: list[str]) -> dict[str, float]:
+    """Wall time, CPU time and peak RSS of one child process (its own rusage, via wait4)."""
+    env = dict(os.environ)
+    env.pop("RECONCILER_CONFIG", None)
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {stderr[-2000:]}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+
+
+def plan_cost(workdir: Path, template: Path, units: int, reps: int, fresh: bool) -> dict[str, Any]:
+    exp = workdir / f"synth-{units}"
+    log(f"plan {units}: generating (or reusing) {exp}")
+    manifest = ensure(exp, Shape.for_units(units), template, fresh=fresh)
+    how = " (reused)" if manifest.get("reused") else f" (generated in {manifest['seconds']} s)"
+    log(f"plan {units}: {manifest['units']} units, {manifest['artifact_paths']} artifact paths{how}")
+    api = json.loads(subprocess.run([sys.executable, "-m", "benchmarks.plan_worker", str(exp), "--reps", str(reps)],
+                                    capture_output=True, text=True, check=True).stdout)
+    log(f"plan {units}: API cold {api['cold_wall']:.2f} s, warm {api['warm_wall']:.3f} s, "
+        f"floor {api['floor_wall']:.4f} s")
+    cli = [sys.executable, "-m", "reconciler", "plan", str(exp), "--offline"]
+    floor = [sys.executable, "-c", FLOOR_SCRIPT, str(exp / "artifact-paths.txt")]
+    (exp / ".reconciler" / "eval-headers.json").unlink(missing_ok=True)
+    cold = run_measured(cli)
+    warm, floors = [], []
+    for _ in range(reps):
+        floors.append(run_measured(floor))
+        warm.append(run_measured(cli))
+    best = min(warm, key=lambda m: m["wall"])
+    log(f"plan {units}: CLI cold {cold['wall']:.2f} s, warm {best['wall']:.2f} s, "
+        f"floor process {min(f['wall'] for f in floors):.3f} s, peak RSS {max(cold['rss_mb'], best['rss_mb']):.0f} MB")
+    return {"manifest": manifest, "api": api,
+            "cli": {"cold": cold, "warm": best, "floor": min(floors, key=lambda m: m["wall"]),
+                    "peak_rss_mb": max(m["rss_mb"] for m in [cold, *warm])}}
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def render(results: dict[str, Any]) -> str:
+    out: list[str] = []
+    plans = results.get("plan", {})
+    if plans:
+        out += ["### Plan cost (offline), Python API, in one process",
+                "",
+                "| units | artifact paths | stat floor | listing floor | warm plan | warm / floor | watch pass "
+                "| watch / floor | cold plan (CPU) | header reads (cold / warm) | us per unit (warm) |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in plans.values():
+            a = r["api"]
+            out.append(f"| {a['units']:,} | {a['artifact_paths']:,} | {fmt_s(a['floor_wall'])} "
+                       f"| {fmt_s(a['listing_floor_wall'])} | {fmt_s(a['warm_wall'])} "
+                       f"| {a['warm_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['watch_wall'])} "
+                       f"| {a['watch_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['cold_wall'])} ({fmt_s(a['cold_cpu'])}) "
+                       f"| {a['cold_header_reads']:,} / 0 | {1e6 * a['warm_wall'] / a['units']:.0f} |")
+        out += ["",
+                "### Plan cost (offline), the real CLI: `reconcile plan EXP --offline`, one process each",
+                "",
+                "| units | floor process (python + stat all) | warm plan | warm / floor | cold plan | peak RSS |",
+                "|---:|---:|---:|---:|---:|---:|"]
+        for r in plans.values():
+            c = r["cli"]
+            out.append(f"| {r['api']['units']:,} | {fmt_s(c['floor']['wall'])} | {fmt_s(c['warm']['wall'])} "
+                       f"| {c['warm']['wall'] / c['floor']['wall']:.1f}x | {fmt_s(c['cold']['wall'])} "
+                       f"| {c['peak_rss_mb']:.0f} MB |")
+        sizes = list(plans.values())
+        if len(sizes) >= 2:
+            growth = []
+            for small, big in zip(sizes, sizes[1:]):
+                a, b = small["api"], big["api"]
+                per_unit = (b["warm_wall"] / b["units"]) / (a["warm_wall"] / a["units"])
+                growth.append(f"{a['units']:,} -> {b['units']:,}: time x{b['warm_wall'] / a['warm_wall']:.1f} "
+                              f"for units x{b['units'] / a['units']:.1f} (per unit x{per_unit:.2f})")
+            out += ["", "Growth of warm plan time: " + "; ".join(growth) + "."]
+    sq = results.get("squeue")
+    if sq:
+        out += ["", "### squeue parse", "",
+                "| lines | bytes | parse | split-only floor | parse / floor |", "|---:|---:|---:|---:|---:|",
+                f"| {sq['lines']:,} | {sq['bytes']:,} | {fmt_s(sq['parse_s'])} | {fmt_s(sq['floor_s'])} "
+                f"| {sq['ratio']:.1f}x |"]
+    ms = results.get("makespan")
+    if ms:
+        c = ms["config"]
+        out += ["", f"### Makespan, local backend, {c['slots']} slots: {c['runs']} runs x {c['epochs']} epochs x "
+                f"{c['tasks']} tasks ({ms['units']} units), epoch {c['epoch_seconds']:g} s, eval {c['eval_seconds']:g} s",
+                "",
+                "| schedule | makespan | / lower bound |", "|---|---:|---:|",
+                f"| lower bound: max(critical path {ms['bound_critical_path']:.1f} s, work / slots "
+                f"{ms['bound_work_over_slots']:.1f} s) | {ms['bound_bound']:.1f} s | 1.00 |",
+                f"| reconciler (`apply --watch`, until `converged`) | {ms['reconciler_s']:.1f} s "
+                f"| {ms['ratio_reconciler_to_bound']:.2f} |",
+                f"| reconciler, until exit (writes summary.md after converging) | {ms['reconciler_exit_s']:.1f} s "
+                f"| {ms['reconciler_exit_s'] / ms['bound_bound']:.2f} |",
+                f"| sequential order (all fine-tunes, then all evals) | {ms['sequential_s']:.1f} s "
+                f"| {ms['ratio_sequential_to_bound']:.2f} |",
+                "",
+                f"Sequential / reconciler: {ms['ratio_sequential_to_reconciler']:.2f}. Evals started a median "
+                f"{ms['release_latency']['median']:.2f} s (max {ms['release_latency']['max']:.2f} s) after their "
+                f"checkpoint was complete; first job started {ms['reconciler_first_start_s']:.2f} s after launch; "
+                f"`converged` {ms['reconciler_tail_s']:.2f} s after the last job ended."]
+    sl = results.get("slurm")
+    if sl:
+        out += ["", "### Scheduler calls per pass (real SLURM cluster, logging wrappers on PATH)", ""]
+        if "skipped" in sl:
+            out.append(f"Skipped: {sl['skipped']}.")
+        else:
+            out += [f"{sl['units']:,} units. A count in parentheses is how many of the calls failed (and were retried, "
+                    "as the backend's retry policy does for transient errors).", "",
+                    "| step | command | squeue | sacct | scontrol | sbatch | scancel |", "|---|---|---:|---:|---:|---:|---:|"]
+
+            def calls(s: dict[str, Any], c: str) -> str:
+                return f"{s[c]}" + (f" ({s[c + '_failed']})" if s.get(c + "_failed") else "")
+
+            for s in sl["steps"]:
+                out.append(f"| {s['step']} | `{s['command']}` | " + " | ".join(calls(s, c) for c in
+                           ("squeue", "sacct", "scontrol", "sbatch", "scancel")) + " |")
+    out += ["", "### Targets (issue 9)", "", "| check | measured | target | met |", "|---|---|---|---|"]
+    for check, measured, target, ok in targets(results):
+        out.append(f"| {check} | {measured} | {target} | {'yes' if ok else 'NO'} |")
+    return "\n".join(out)
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    rows: list[tuple[str, str, str, bool]] = []
+    plans = results.get("plan", {})
+    ten = plans.get("10000")
+    if ten:
+        a, c = ten["api"], ten["cli"]
+        rows.append(("warm plan, 10k units, CLI", fmt_s(c["warm"]["wall"]), "< 2 s", c["warm"]["wall"] < 2))
+        ratio = a["warm_wall"] / a["floor_wall"]
+        rows.append(("warm plan / stat floor, 10k units (API)", f"{ratio:.1f}x", "<= 3x", ratio <= 3))
+        ratio = a["watch_wall"] / a["floor_wall"]
+        rows.append(("watch pass / stat floor, 10k units (API, spec unchanged)", f"{ratio:.1f}x", "<= 3x", ratio <= 3))
+        ratio = a["watch_wall"] / a["listing_floor_wall"]
+        rows.append(("(not the issue's floor) watch pass / listing floor, 10k units", f"{ratio:.1f}x", "<= 3x",
+                     ratio <= 3))
+        ratio_cli = c["warm"]["wall"] / c["floor"]["wall"]
+        rows.append(("warm plan / stat floor, 10k units (CLI processes)", f"{ratio_cli:.1f}x", "<= 3x", ratio_cli <= 3))
+    for units, r in plans.items():
+        a = r["api"]
+        rows.append((f"cold plan reads each .eval header once, warm reads none ({int(units):,})",
+                     f"{a['cold_header_reads']:,} reads / {a['logs']:,} logs", "equal, warm 0",
+                     a["cold_header_reads"] == a["logs"]))
+    big = plans.get("100000")
+    if big:
+        rows.append(("peak RSS, 100k units (CLI cold and warm)", f"{big['cli']['peak_rss_mb']:.0f} MB", "< 1 GB",
+                     big["cli"]["peak_rss_mb"] < 1024))
+    sizes = list(plans.values())
+    if len(sizes) >= 2:
+        a, b = sizes[0]["api"], sizes[1]["api"]
+        per_unit = (b["warm_wall"] / b["units"]) / (a["warm_wall"] / a["units"])
+        rows.append((f"near-linear: per-unit warm time {a['units']:,} -> {b['units']:,}", f"x{per_unit:.2f}", "<= x2",
+                     per_unit <= 2))
+    sq = results.get("squeue")
+    if sq:
+        rows.append(("parse a 50,000-line squeue answer", fmt_s(sq["parse_s"]), "< 0.5 s", sq["parse_s"] < 0.5))
+    ms = results.get("makespan")
+    if ms:
+        rows.append(("makespan / critical-path lower bound", f"{ms['ratio_reconciler_to_bound']:.2f}", "<= 1.10",
+                     ms["ratio_reconciler_to_bound"] <= 1.10))
+        rows.append(("makespan vs the sequential order", f"sequential is {ms['ratio_sequential_to_reconciler']:.2f}x",
+                     "> 1 (faster)", ms["ratio_sequential_to_reconciler"] > 1))
+    sl = results.get("slurm")
+    if sl and "steps" in sl:
+        steps = sl["steps"]
+        ok_none = steps[0]["squeue"] == 0 and steps[0]["sacct"] == 0
+        rows.append(("no scheduler call when nothing is in flight (10k units)",
+                     f"{steps[0]['squeue']} squeue, {steps[0]['sacct']} sacct", "0", ok_none))
+        passes = [s for s in steps[1:] if s["step"] != "cancel"]
+
+        def answered(s: dict[str, Any], c: str) -> int:
+            return int(s[c] - s.get(c + "_failed", 0))
+
+        ok_one = all(answered(s, "squeue") == 1 and answered(s, "sacct") <= 1 for s in passes)
+        retries = sum(s.get("squeue_failed", 0) + s.get("sacct_failed", 0) for s in passes)
+        rows.append(("one squeue and at most one sacct answered per pass (10k units)",
+                     ", ".join(f"{answered(s, 'squeue')}/{answered(s, 'sacct')}" for s in passes)
+                     + (f" ({retries} failed call(s) retried)" if retries else ""), "1 / <= 1", ok_one))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1k and 10k units only, a shorter makespan sweep, no SLURM")
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "reconciler-bench")
+    parser.add_argument("--fresh", action="store_true", help="regenerate the synthetic experiments")
+    parser.add_argument("--only", default="plan,squeue,makespan,slurm",
+                        help="comma-separated subset of plan,squeue,makespan,slurm")
+    parser.add_argument("--no-slurm", action="store_true", help="skip the real-cluster row")
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if args.quick or args.no_slurm:
+        only.discard("slurm")
+    started = time.perf_counter()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_before": os.getloadavg(),
+    }
+    log(f"workdir {args.workdir}; making the .eval template with a real `inspect eval` run (reused if present)")
+    template = make_template(args.workdir / "template")
+    if "plan" in only:
+        results["plan"] = {}
+        for units in SIZES_QUICK if args.quick else SIZES_FULL:
+            reps = 2 if units >= 100_000 else 5
+            results["plan"][str(units)] = plan_cost(args.workdir, template, units, reps, args.fresh)
+    if "squeue" in only:
+        log("squeue: parsing a 50,000-line answer")
+        results["squeue"] = squeue_parse.measure()
+    if "makespan" in only:
+        cfg = makespan.MakespanConfig(epoch_seconds=4.0, eval_seconds=1.0) if args.quick else makespan.MakespanConfig()
+        log(f"makespan: {cfg.runs} runs x {cfg.epochs} epochs x {cfg.tasks} tasks on {cfg.slots} local slots "
+            "(reconciler, then the sequential order)")
+        results["makespan"] = makespan.measure(args.workdir, cfg, template)
+        results["makespan"].pop("stdout", None)
+    if "slurm" in only:
+        log("slurm: counting scheduler calls per pass at 10k units on the real cluster")
+        results["slurm"] = slurm_calls.measure(args.workdir, template)
+    results["seconds"] = time.perf_counter() - started
+    results["load_after"] = os.getloadavg()
+    table = render(results)
+    print(f"# reconciler benchmarks\n\n`{results['command'].strip()}` on {results['date']} ({results['machine']}; "
+          f"load average {results['load_before'][0]:.1f} before, {results['load_after'][0]:.1f} after); "
+          f"{results['seconds']:.0f} s in all.\n")
+    print(table)
+    if empty_trash(args.workdir):
+        log("deleting the data of earlier runs in the background (slow on this disk)")
+    out = args.json or args.workdir / "results.json"
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    log(f"raw results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Measure one experiment's offline plan through the Python API, beside its stat floor, in one process.
+
+    python -m benchmarks.plan_worker EXP --reps 3          # prints one JSON object
+
+Imports are done before any timing (the CLI rows measure them). `cold` removes the reconciler's
+`.eval` header cache first, so every log header is read (and counted); the OS page cache is
+warm for every measurement (a shared machine's caches are not ours to drop); `warm` reuses it, and
+reads, validates and expands the spec as a new `reconcile plan` process does; `watch` is a pass
+of a running watch after its first (the spec unchanged, its expansion reused). The floor is `os.stat` on every path in the experiment's
+`artifact-paths.txt`, timed in this same process, interleaved with the plan repetitions so that
+load from other processes hits both alike. Times are the minimum over repetitions, wall and CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from reconciler.gcpause import gc_paused, without_gc
+from reconciler.loop import HEADER_CACHE, load_desired, run_pass
+from reconciler.observe import evallogs
+from reconciler.plan import Policy
+from reconciler.spec.load import load_spec
+from reconciler.spec.units import Desired, expand
+
+
+def stat_floor(paths: list[str]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    for path in paths:
+        os.stat(path)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def listing_floor(log_dirs: list[str], checkpoint_paths: list[str]) -> tuple[float, float]:
+    """The least I/O any observer of this experiment does: a log's name is chosen by inspect, so
+    each eval's log directory is listed and its logs stat'ed; checkpoint files are stat'ed."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for path in checkpoint_paths:
+        os.stat(path)
+    for directory in log_dirs:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                entry.stat()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+@without_gc
+def fresh_desired(exp: Path) -> Desired:
+    """What a new `reconcile plan` process does: read, validate and expand the spec."""
+    return expand(load_spec(exp))
+
+
+def one_plan(exp: Path, watch: bool = False) -> tuple[float, float, dict[str, Any]]:
+    """One offline pass. `watch`: as every pass of a watch after the first (spec unchanged, so
+    `load_desired` returns the expansion it already has)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    # A new `reconcile plan` process runs without the collector (gcpause.one_shot_command); a watch
+    # keeps it on between passes, and each pass pauses it (loop.run_pass).
+    with contextlib.nullcontext() if watch else gc_paused():
+        desired = load_desired(exp) if watch else fresh_desired(exp)
+        result = run_pass(desired, None, Policy(max_attempts=desired.loaded.spec.reconciler.max_attempts),
+                          act=False)
+        # Timed before the collector resumes: the process would end here (and freeze it at exit).
+        elapsed = time.perf_counter() - wall, time.process_time() - cpu
+    states = result.plan.state_counts()
+    return elapsed[0], elapsed[1], {"units": len(desired.units), "states": dict(states)}
+
+
+def measure(exp: Path, reps: int) -> dict[str, Any]:
+    paths = [p for p in (exp / "artifact-paths.txt").read_text().split("\n") if p]
+    reads = [0]
+    real_read = evallogs._read_with_retry
+
+    def counting_read(path: Path, mtime: float) -> evallogs.LogSummary:
+        reads[0] += 1
+        return real_read(path, mtime)
+
+    evallogs._read_with_retry = counting_read  # type: ignore[assignment]
+    stat_floor(paths)  # warm the dentry cache the same way for everybody
+    for path in paths:  # and the page cache: "cold" means the reconciler's cache is empty, not the OS's
+        if path.endswith(".eval"):
+            with open(path, "rb") as fh:
+                fh.read()
+    cache = exp / ".reconciler" / HEADER_CACHE
+    cache.unlink(missing_ok=True)
+    log_dirs = [str(u.log_dir) for u in fresh_desired(exp).units if u.log_dir is not None]
+    checkpoints = [p for p in paths if not p.endswith(".eval")]
+    floors = [stat_floor(paths)]
+    listings = [listing_floor(log_dirs, checkpoints)]
+    cold_wall, cold_cpu, info = one_plan(exp)
+    cold_reads = reads[0]
+    warm, watch = [], []
+    load_desired(exp)  # a watch's first pass expands the spec; the passes measured below reuse it
+    for _ in range(reps):
+        floors.append(stat_floor(paths))
+        listings.append(listing_floor(log_dirs, checkpoints))
+        reads[0] = 0
+        evallogs._LOADED.clear()  # a new process parses the header cache file: so does a "warm plan"
+        warm.append(one_plan(exp)[:2])
+        watch.append(one_plan(exp, watch=True)[:2])
+        if reads[0]:
+            raise AssertionError(f"a warm pass read {reads[0]} headers again: the cache did not hold")
+    return {
+        "units": info["units"],
+        "states": info["states"],
+        "artifact_paths": len(paths),
+        "logs": sum(1 for p in paths if p.endswith(".eval")),
+        "cold_wall": cold_wall,
+        "cold_cpu": cold_cpu,
+        "cold_header_reads": cold_reads,
+        "warm_wall": min(w for w, _ in warm),
+        "warm_cpu": min(c for _, c in warm),
+        "watch_wall": min(w for w, _ in watch),
+        "watch_cpu": min(c for _, c in watch),
+        "floor_wall": min(w for w, _ in floors),
+        "floor_cpu": min(c for _, c in floors),
+        "listing_floor_wall": min(w for w, _ in listings),
+        "cache_bytes": cache.stat().st_size if cache.exists() else 0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.plan_worker")
+    parser.add_argument("exp", type=Path)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args(argv)
+    json.dump(measure(args.exp.resolve(), args.reps), sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
