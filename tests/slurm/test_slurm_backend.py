@@ -196,6 +196,23 @@ def test_sbatch_answer_lost_adopts_the_submitted_job(
     assert [job.job_id for job in backend.query(tag_prefix, []).by_tag(tag)] == [job_id]
 
 
+def test_sbatch_answer_lost_after_the_job_already_ended_adopts_it(
+    backend: SlurmBackend, tmp_path: Path, tag_prefix: str, logging_path: CommandLog
+) -> None:
+    """A job shorter than sbatch's lost answer: it has left the queue when the retry looks, and is adopted anyway."""
+    real = _real("sbatch")
+    write_executable(
+        logging_path.path.parent / "logging-bin" / "sbatch",
+        f'#!/bin/bash\necho "sbatch $*" >> "{logging_path.path}"\nid=$("{real}" "$@")\n'
+        'while squeue --noheader --format=%i --jobs="${id%%;*}" 2>/dev/null | grep -q .; do sleep 0.2; done\n'
+        'echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2\nexit 1\n',
+    )
+    tag = tag_prefix + "eval/short"
+    job_id = submit(backend, tmp_path, tag, "true")
+    assert logging_path.count("sbatch") == 1  # not resubmitted
+    assert wait_state(backend, tag_prefix, job_id, COMPLETED).tag == tag
+
+
 def _real(name: str) -> str:
     for directory in ("/usr/bin", "/usr/local/bin", "/usr/sbin"):
         if os.access(f"{directory}/{name}", os.X_OK):

@@ -35,6 +35,9 @@ CAPABILITIES = Capabilities(
     finetune_stagger_seconds=5.0,
 )
 
+# A retried sbatch adopts a job of its tag submitted since its first try began, less this margin
+# for the controller's clock (an earlier attempt of the unit was submitted passes before).
+SUBMIT_CLOCK_SKEW_SECONDS = 5.0
 # sacct's default window is "since midnight": always pass an explicit start.
 SACCT_WINDOW_DAYS = 30
 # Thousands of ids in one request hit RPC limits (submitit#1759); chunk past this.
@@ -65,14 +68,16 @@ class SlurmBackend:
     def submit(self, request: SubmitRequest) -> str:
         argv = sbatch_argv(request)
         _make_output_dir(request)
+        since = time.time() - SUBMIT_CLOCK_SKEW_SECONDS
         try:
             for attempt in retrying(self.policy):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         # The failed try may have reached the controller after all: adopt
-                        # that job rather than submit a duplicate. If squeue cannot answer,
-                        # this raises BackendUnavailable and we do not resubmit blindly.
-                        adopted = self._live_job_with_tag(request.tag)
+                        # that job rather than submit a duplicate, even if it has already
+                        # ended (a short job can outlive sbatch's timeout). If squeue cannot
+                        # answer, this raises BackendUnavailable and we do not resubmit blindly.
+                        adopted = self._job_with_tag_since(request.tag, since)
                         if adopted is not None:
                             log.info("sbatch retry: adopted job %s with tag %s", adopted, request.tag)
                             return adopted
@@ -91,6 +96,14 @@ class SlurmBackend:
             if adopted is not None:
                 return adopted
             raise BackendError(command="sbatch", returncode=0, stderr=str(exc)) from exc
+
+    def _job_with_tag_since(self, tag: str, since: float) -> str | None:
+        """A job with this tag submitted since `since`, live or ended (the controller keeps ended
+        jobs for MinJobAge, 300 s by default, and `squeue --states=all` lists them)."""
+        argv = ["squeue", "--me", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
+        jobs = parse_squeue(run(argv, self.policy, unknown_is_transient=True).stdout)
+        mine = [job for job in jobs if job.tag == tag and (job.live or (job.submitted_at or 0) >= since)]
+        return max(mine, key=lambda job: int_or_zero(job.job_id)).job_id if mine else None
 
     def _live_job_with_tag(self, tag: str) -> str | None:
         live = [job for job in self._squeue() if job.tag == tag and job.live]
