@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from reconciler.backends import BACKEND_NAMES, make_backend
+from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
@@ -43,6 +44,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _warn(desired: Desired) -> None:
     for warning in desired.loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+def _scheduler(desired: Desired, backend: str, offline: bool) -> Backend | None:
+    """The backend to ask, or None for --offline (plans then report the scheduler as unknown)."""
+    return None if offline else make_backend(backend, desired.layout.state_dir)[0]
 
 
 def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = ()) -> Policy:
@@ -99,7 +105,7 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
         desired = load_desired(exp)
         _warn(desired)
         policy = _policy(desired, max_attempts, replace)
-        chosen = None if offline else make_backend(backend, desired.layout.state_dir)[0]
+        chosen = _scheduler(desired, backend, offline)
         result = run_pass(desired, chosen, policy, act=False)
     except ReconcilerError as exc:
         # With --detailed-exitcode, 2 means "actions pending" (Terraform): an error must not look like it.
@@ -159,7 +165,7 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     from reconciler.report.state_file import read_state
 
     desired = load_desired(exp)
-    chosen = None if offline else make_backend(backend, desired.layout.state_dir)[0]
+    chosen = _scheduler(desired, backend, offline)
     result = run_pass(desired, chosen, _policy(desired, None), act=False)
     state = read_state(desired.layout.state_dir)
     if as_json:
@@ -182,7 +188,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
     from reconciler.report.summary import build_summary, write_summary
 
     desired = load_desired(exp)
-    chosen = None if offline else make_backend(backend, desired.layout.state_dir)[0]
+    chosen = _scheduler(desired, backend, offline)
     result = run_pass(desired, chosen, _policy(desired, None), act=False)
     if fmt == "markdown":
         summary, path = write_summary(desired, result.observation, plot=not no_plot)

@@ -193,8 +193,13 @@ def read_script_fingerprint(script: Path) -> str | None:
 
 
 # torchtune's OOM leaves the job FAILED, not OUT_OF_MEMORY (cruijff_kit PR #484): read the stdout.
-OOM_MARKERS = (b"torch.OutOfMemoryError", b"CUDA out of memory")
+OOM_MARKERS = ("torch.OutOfMemoryError", "CUDA out of memory")
 STDOUT_TAIL_BYTES = 64 * 1024
+
+
+def shows_oom(text: str) -> bool:
+    """Whether a job's output says it ran out of GPU memory."""
+    return any(marker in text for marker in OOM_MARKERS)
 
 
 def stdout_shows_oom(pattern: Path, job_id: str) -> bool:
@@ -206,4 +211,4 @@ def stdout_shows_oom(pattern: Path, job_id: str) -> bool:
             tail = fh.read()
     except OSError:
         return False
-    return any(marker in tail for marker in OOM_MARKERS)
+    return shows_oom(tail.decode("utf-8", errors="replace"))

@@ -10,10 +10,11 @@ from reconciler.backends.timefmt import parse_time_limit
 from reconciler.errors import ReconcilerError
 from reconciler.plan import ACTIONS, SUBMITTING, Plan
 from reconciler.report.plan_render import plan_record
+from reconciler.scaffold.resources import resources_for
 from reconciler.spec.units import Desired, Unit
 
 COLLAPSE_AFTER = 10
-# Fallback when the scaffold's resources table is not available: GPUs by model size, time limits by kind.
+# Fallback when the scaffold refuses a unit's overrides (validate reports them): GPUs by model size, time limits by kind.
 FALLBACK_TIME = {"finetune": "2:00:00", "eval": "0:30:00"}
 LARGE_MODEL_BILLIONS = 30  # 70B needs 4 GPUs; 1B, 3B and 8B fit on one
 LARGE_MODEL_GPUS = 4
@@ -41,14 +42,6 @@ def unit_cost(desired: Desired, unit: Unit) -> tuple[UnitCost, str]:
 
 
 def _scaffold_resources(desired: Desired, unit: Unit) -> UnitCost | None:
-    # Imported lazily: the scaffold is optional here, and the estimate must not break without it.
-    try:
-        from reconciler.scaffold import resources
-    except ImportError:
-        return None
-    resources_for = getattr(resources, "resources_for", None)
-    if resources_for is None:
-        return None
     try:
         res = resources_for(desired.loaded, unit)
         seconds = parse_time_limit(str(res.time))

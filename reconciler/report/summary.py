@@ -8,7 +8,7 @@ from pathlib import Path
 
 from reconciler.fsutil import atomic_write_text
 from reconciler.journal import JOURNAL_NAME
-from reconciler.observe.observation import Observation, UnitEvidence
+from reconciler.observe.observation import Observation, UnitEvidence, shows_oom
 from reconciler.plan import PlannedUnit, Policy, plan
 from reconciler.report.state_file import LEGACY_STATUS, StateFile, fmt_ts, read_state
 from reconciler.report.summary_model import (
@@ -20,7 +20,7 @@ from reconciler.report.summary_model import (
     Summary,
     TrainingResult,
 )
-from reconciler.report.summary_sources import binary_metrics, oom_in, parse_losses, read_remedies, read_text, stdout_for
+from reconciler.report.summary_sources import binary_metrics, parse_losses, read_remedies, read_text, stdout_for
 from reconciler.spec.units import Desired, Unit
 
 __all__ = ["Summary", "build_summary", "write_summary", "SUMMARY_NAME", "PLOT_NAME"]
@@ -135,7 +135,7 @@ def _training(unit: Unit, p: PlannedUnit, ev: UnitEvidence, state: StateFile | N
         curve = parse_losses(text)
         if curve is None and text:
             notes.append("no loss lines in the stdout")
-        if oom_in(text):
+        if shows_oom(text):
             notes.append("CUDA out of memory in the stdout")
     return TrainingResult(
         run=unit.run, state=p.state, job_id=job_id, stdout=str(stdout) if stdout else None,

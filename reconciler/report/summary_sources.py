@@ -12,7 +12,6 @@ from reconciler.spec.units import Unit
 
 # torchtune's progress bar: `pbar.set_description(f"{curr_epoch + 1}|{self.global_step}|Loss: {loss}")`.
 LOSS_RE = re.compile(r"(\d+)\|(\d+)\|Loss: ([0-9.eE+-]+)")
-OOM_MARKERS = ("torch.OutOfMemoryError", "CUDA out of memory")
 BINARY_LABELS = frozenset({"0", "1"})
 
 
@@ -59,10 +58,6 @@ def stdout_for(unit: Unit, job_ids: list[str]) -> Path | None:
 
 def read_text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
-
-
-def oom_in(text: str) -> bool:
-    return any(marker in text for marker in OOM_MARKERS)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from reconciler.report.state_file import (
     update_legacy_summary,
     write_state,
 )
+from reconciler.scaffold import ScaffoldError
+from reconciler.scaffold.write import check_inside
 from reconciler.spec.units import Desired, Unit
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ def record_pass(desired: Desired, result: PassResult, now: float | None = None) 
     previous = read_state(desired.layout.state_dir)
     try:
         record.entries = write_pass_logs(desired, result, now, previous=previous)
-    except OSError as exc:
+    except (OSError, ScaffoldError) as exc:
         record.warnings.append(f"cannot write logs in {desired.layout.logs_dir}: {exc}")
     try:
         record.state = write_state(desired, result, now, previous=previous)
@@ -93,19 +95,13 @@ def write_pass_logs(desired: Desired, result: PassResult, now: float | None = No
         # No state.json (deleted, or the first pass): a log that already says ALL_COMPLETE keeps its one.
         entries = [e for e in entries if not (e.action == "ALL_COMPLETE" and
                                                _says_all_complete(desired.layout.logs_dir / LOG_FILES[e.log]))]
-    _check_inside(desired.layout.logs_dir, desired.layout.experiment_dir)
+    # A logs directory that is a symlink out of the experiment is not ours to write in.
+    check_inside(desired.layout.logs_dir, (desired.layout.experiment_dir,))
     for log, filename in LOG_FILES.items():
         texts = [e.text for e in entries if e.log == log]
         if texts:
             append_entries(desired.layout.logs_dir / filename, texts)
     return entries
-
-
-def _check_inside(logs_dir: Path, experiment_dir: Path) -> None:
-    """A logs directory that is a symlink out of the experiment is not ours to write in."""
-    real = os.path.realpath(logs_dir)
-    if not Path(real).is_relative_to(os.path.realpath(experiment_dir)):
-        raise OSError(f"{logs_dir} resolves to {real}, outside the experiment (a symlink): not writing there")
 
 
 def _says_all_complete(path: Path) -> bool:

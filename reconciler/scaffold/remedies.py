@@ -7,13 +7,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from reconciler.backends.timefmt import format_time_limit, parse_time_limit
+from reconciler.observe.observation import shows_oom
 from reconciler.scaffold.resources import resources_for
 from reconciler.scaffold.values import find_run, train_values
 from reconciler.spec.load import LoadedSpec
 from reconciler.spec.units import Unit
 
-# What a CUDA OOM leaves in a fine-tune's stdout; SLURM then says FAILED, not OUT_OF_MEMORY.
-OOM_MARKERS = ("torch.OutOfMemoryError", "CUDA out of memory")
 TIME_FACTOR = 1.5
 MIN_BATCH_SIZE = 1
 
@@ -48,10 +47,6 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
-def is_oom_text(stdout_tail: str) -> bool:
-    return any(marker in stdout_tail for marker in OOM_MARKERS)
-
-
 def failure_cause(failure: str | None, stdout_tail: str = "") -> str | None:
     """'out_of_memory', 'timeout' or None, from a failure class (or SLURM state) and the job's stdout tail."""
     word = (failure or "").lower()
@@ -59,7 +54,7 @@ def failure_cause(failure: str | None, stdout_tail: str = "") -> str | None:
         return "out_of_memory"
     if word in ("timeout", "deadline"):
         return "timeout"
-    if word in ("other", "failed") and is_oom_text(stdout_tail):
+    if word in ("other", "failed") and shows_oom(stdout_tail):
         return "out_of_memory"
     return None
 

@@ -344,25 +344,26 @@ def test_files_written_are_never_world_writable_even_with_umask_0(tmp_path: Path
     assert not loose, loose
 
 
-def test_no_shell_true_or_os_system_in_the_package() -> None:
+def package_lines_matching(pattern: re.Pattern[str]) -> list[str]:
+    """`file:line: text` of every line of the package whose code (comments cut) matches."""
     offenders = []
-    pattern = re.compile(r"shell\s*=\s*True|os\.system\s*\(|os\.popen\s*\(|subprocess\.getoutput|"
-                         r"subprocess\.getstatusoutput|commands\.getoutput")
     for path in sorted((REPO / "reconciler").rglob("*.py")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
             if pattern.search(code):
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    return offenders
+
+
+def test_no_shell_true_or_os_system_in_the_package() -> None:
+    pattern = re.compile(r"shell\s*=\s*True|os\.system\s*\(|os\.popen\s*\(|subprocess\.getoutput|"
+                         r"subprocess\.getstatusoutput|commands\.getoutput")
+    offenders = package_lines_matching(pattern)
     assert not offenders, offenders
 
 
 def test_no_unsafe_yaml_or_eval_in_the_package() -> None:
-    offenders = []
     pattern = re.compile(r"yaml\.load\(|yaml\.unsafe_load|yaml\.full_load|Loader=yaml\.(Full|Unsafe)?Loader\b|"
                          r"(?<![\w.])eval\(|(?<![\w.])exec\(|pickle\.loads?\(")
-    for path in sorted((REPO / "reconciler").rglob("*.py")):
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            code = line.split("#", 1)[0]
-            if pattern.search(code):
-                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    offenders = package_lines_matching(pattern)
     assert not offenders, offenders
