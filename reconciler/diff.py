@@ -13,7 +13,7 @@ from deepdiff.helper import notpresent
 
 from reconciler.errors import ReconcilerError
 from reconciler.spec.load import SPEC_FILENAME, LoadedSpec, load_spec
-from reconciler.spec.units import Unit, expand
+from reconciler.spec.units import Unit, expand, unit_inputs
 
 GIT_PREFIX = "git:"
 GIT_TIMEOUT = 30
@@ -109,7 +109,7 @@ def diff_specs(old: LoadedSpec, new: LoadedSpec, old_label: str | None = None,
             unchanged += 1
             continue
         paths = []
-        for path, change, old_value, new_value in input_changes(before.inputs, after.inputs):
+        for path, change, old_value, new_value in input_changes(unit_inputs(old, before), unit_inputs(new, after)):
             by_path.setdefault(path, (change, old_value, new_value, []))[3].append(key)
             paths.append(path)
         changed.append(ChangedUnit(key, before.fingerprint, after.fingerprint, tuple(paths)))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +38,6 @@ class Unit:
     log_dir: Path | None = None
     # eval of a fine-tuned run: the checkpoint epoch that must be complete first.
     needs_epoch: int | None = None
-    inputs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,35 @@ def eval_key(run: str, task: str, epoch: int | None) -> str:
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    """What a unit's artifacts were made from. Journals and `.eval` logs keep these: never change the encoding."""
+    return _digest(_ENCODE(inputs))
+
+
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+
+
+def _digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def encoded(inputs: dict[str, Any]) -> dict[str, str]:
+    """Each input as it stands in `fingerprint`'s canonical text: `"key":value`."""
+    return {key: f"{_ENCODE(key)}:{_ENCODE(value)}" for key, value in inputs.items()}
+
+
+def epoch_fingerprints(shared: dict[str, str]) -> Callable[[int | None], str]:
+    """`fingerprint({**inputs, "epoch": epoch})` for any epoch, given `encoded(inputs)`.
+
+    The evals of one run and task differ only by their epoch, and the evals of one run share its
+    fine-tune's inputs: encoding those thirty-odd values again for each of 100k units was a third
+    of the spec's expansion."""
+    keys = sorted(shared)
+    if "epoch" in shared:
+        raise ValueError("the shared inputs must not hold the epoch")
+    cut = bisect.bisect(keys, "epoch")
+    head = "{" + "".join(shared[key] + "," for key in keys[:cut]) + '"epoch":'
+    tail = "".join("," + shared[key] for key in keys[cut:]) + "}"
+    return lambda epoch: _digest(head + _ENCODE(epoch) + tail)
 
 
 def expand(loaded: LoadedSpec) -> Desired:
@@ -83,12 +111,12 @@ def expand(loaded: LoadedSpec) -> Desired:
     runs = {r.name: r for r in spec.runs}
     tasks = {t.name: t for t in spec.evaluation.tasks}
     units: list[Unit] = []
-    ft_inputs: dict[str, dict[str, Any]] = {}
+    ft_encoded: dict[str, dict[str, str]] = {}
     for run in spec.runs:
         if run.type != "fine-tuned":
             continue
         inputs = finetune_inputs(loaded, run)
-        ft_inputs[run.name] = inputs
+        ft_encoded[run.name] = encoded(inputs)
         key = finetune_key(run.name)
         # torchtune saves every epoch; the fine-tune is done when all of them are.
         epochs = tuple(range(spec.controls.epochs))
@@ -96,7 +124,7 @@ def expand(loaded: LoadedSpec) -> Desired:
             key=key, kind="finetune", run=run.name, task=None, epoch=None, depends_on=(),
             fingerprint=fingerprint(inputs), job_name=run.name,
             script=layout.finetune_script(run.name), workdir=layout.run_dir(run.name),
-            stdout=layout.finetune_stdout(run.name), epochs=epochs, inputs=inputs,
+            stdout=layout.finetune_stdout(run.name), epochs=epochs,
         ))
 
     for entry in spec.evaluation.matrix:
@@ -104,8 +132,11 @@ def expand(loaded: LoadedSpec) -> Desired:
         for task_name in entry.tasks:
             task = tasks[task_name]
             epochs: list[int | None] = list(entry.epochs) if run.type == "fine-tuned" and entry.epochs else [None]
+            own = eval_inputs(loaded, run, task, None)
+            del own["epoch"]
+            fingerprint_at = epoch_fingerprints({**ft_encoded.get(run.name, {}), **encoded(own)})
             for epoch in epochs:
-                units.append(_eval_unit(loaded, layout, run, task, epoch, ft_inputs.get(run.name)))
+                units.append(_eval_unit(loaded, layout, run, task, epoch, fingerprint_at(epoch)))
 
     if not units:
         raise SpecError(loaded.path, None, None, "evaluation.matrix",
@@ -114,9 +145,7 @@ def expand(loaded: LoadedSpec) -> Desired:
 
 
 def _eval_unit(loaded: LoadedSpec, layout: Layout, run: Run, task: Task, epoch: int | None,
-               ft: dict[str, Any] | None) -> Unit:
-    inputs = dict(ft or {})
-    inputs.update(eval_inputs(loaded, run, task, epoch))
+               unit_fingerprint: str) -> Unit:
     key = eval_key(run.name, task.name, epoch)
     if run.type == "fine-tuned":
         assert epoch is not None
@@ -129,13 +158,24 @@ def _eval_unit(loaded: LoadedSpec, layout: Layout, run: Run, task: Task, epoch: 
         job_name = f"eval-{task.name}-{run.name}-base"
     return Unit(
         key=key, kind="eval", run=run.name, task=task.name, epoch=epoch, depends_on=depends,
-        fingerprint=fingerprint(inputs), job_name=job_name,
+        fingerprint=unit_fingerprint, job_name=job_name,
         script=layout.eval_script(run.name, task.name, epoch),
         workdir=layout.cell_dir(run.name, task.name, epoch),
         stdout=layout.eval_stdout(run.name, task.name, epoch),
         model_path=model_path, log_dir=layout.eval_log_dir(run.name, task.name, epoch),
-        needs_epoch=epoch if run.type == "fine-tuned" else None, inputs=inputs,
+        needs_epoch=epoch if run.type == "fine-tuned" else None,
     )
+
+
+def unit_inputs(loaded: LoadedSpec, unit: Unit) -> dict[str, Any]:
+    """The spec values behind `unit.fingerprint`, by where they stand in the spec (for `reconcile diff`).
+    Recomputed on demand rather than kept on every unit: at 100k units they were 100 MB."""
+    run = next(r for r in loaded.spec.runs if r.name == unit.run)
+    inputs = finetune_inputs(loaded, run) if run.type == "fine-tuned" else {}
+    if unit.kind == "eval":
+        task = next(t for t in loaded.spec.evaluation.tasks if t.name == unit.task)
+        inputs.update(eval_inputs(loaded, run, task, unit.epoch))
+    return inputs
 
 
 def _model_path(loaded: LoadedSpec, run: Run) -> Path:
