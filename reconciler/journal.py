@@ -100,7 +100,7 @@ class Journal:
 
 def _records(lines: list[str]) -> list[Any]:
     """Every line that parses. One parse of the whole file when all of them do (twice as fast at 100k lines)."""
-    lines = [line for line in lines if line.strip()]
+    lines = list(filter(str.strip, lines))
     try:
         records = json.loads("[" + ",".join(lines) + "]")
         # A line cut short cannot merge with the next into one valid element without changing the count.
@@ -124,28 +124,53 @@ def _last_byte(path: Path) -> bytes:
 
 
 def _fold(view: JournalView, rec: dict[str, Any]) -> None:
+    # Called once per journal line (tens of thousands a pass): the most frequent events come first, and
+    # a unit's history is made once (not setdefault(key, UnitHistory()), which builds one every line).
     event = rec.get("event")
-    key = rec.get("unit")
-    if event == "intent" and isinstance(key, str):
-        view.units.setdefault(key, UnitHistory()).open_intent = True
-    elif event in ("submitted", "adopted") and isinstance(key, str) and rec.get("job_id"):
-        h = view.units.setdefault(key, UnitHistory())
-        job = str(rec["job_id"])
-        if job not in {j for j, _ in h.jobs}:
-            h.jobs.append((job, rec.get("fingerprint")))
-        h.open_intent = False
-    elif event in ("submit_failed", "submit_deferred") and isinstance(key, str):  # sbatch said no: no job
-        h = view.units.setdefault(key, UnitHistory())
-        h.open_intent = False
-        if event == "submit_failed":
-            h.submit_failures.append((rec.get("fingerprint"), str(rec.get("error") or "")))
-    elif event == "job_state" and rec.get("job_id") and rec.get("state") in TERMINAL_STATES:
-        view.terminal[str(rec["job_id"])] = rec["state"]
-        view.exit_codes[str(rec["job_id"])] = rec.get("exit_code")
-    elif event == "cancelled" and rec.get("job_id"):
-        view.cancelled.add(str(rec["job_id"]))
-    elif event == "remedy" and isinstance(key, str):
-        view.units.setdefault(key, UnitHistory()).last_remedy = rec
+    if event == "submitted" or event == "adopted":
+        key = rec.get("unit")
+        job_id = rec.get("job_id")
+        if isinstance(key, str) and job_id:
+            h = view.units.get(key) or _new_history(view, key)
+            job = str(job_id)
+            # A scan, not a set: a unit has one or two jobs, and a set per line cost more than the scan.
+            for known, _ in h.jobs:
+                if known == job:
+                    break
+            else:
+                h.jobs.append((job, rec.get("fingerprint")))
+            h.open_intent = False
+    elif event == "job_state":
+        job_id = rec.get("job_id")
+        if job_id and rec.get("state") in TERMINAL_STATES:
+            job = str(job_id)
+            view.terminal[job] = rec["state"]
+            view.exit_codes[job] = rec.get("exit_code")
+    elif event == "intent":
+        key = rec.get("unit")
+        if isinstance(key, str):
+            h = view.units.get(key) or _new_history(view, key)
+            h.open_intent = True
+    elif event == "submit_failed" or event == "submit_deferred":  # sbatch said no: no job
+        key = rec.get("unit")
+        if isinstance(key, str):
+            h = view.units.get(key) or _new_history(view, key)
+            h.open_intent = False
+            if event == "submit_failed":
+                h.submit_failures.append((rec.get("fingerprint"), str(rec.get("error") or "")))
+    elif event == "cancelled":
+        if rec.get("job_id"):
+            view.cancelled.add(str(rec["job_id"]))
+    elif event == "remedy":
+        key = rec.get("unit")
+        if isinstance(key, str):
+            h = view.units.get(key) or _new_history(view, key)
+            h.last_remedy = rec
+
+
+def _new_history(view: JournalView, key: str) -> UnitHistory:
+    h = view.units[key] = UnitHistory()
+    return h
 
 
 @contextmanager

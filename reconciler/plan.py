@@ -94,28 +94,37 @@ def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy:
          experiment: str = "") -> Plan:
     """Pure: no I/O, no clock. Fine-tunes are planned before the evals that depend on them."""
     decided: dict[str, PlannedUnit] = {}
+    evidence = observation.get
+    scheduler_known = observation.scheduler_known
     for unit in units:
         if unit.kind == "finetune":
-            decided[unit.key] = _plan_finetune(unit, observation.get(unit.key), observation.scheduler_known, policy)
+            decided[unit.key] = _plan_finetune(unit, evidence(unit.key), scheduler_known, policy)
     for unit in units:
         if unit.kind == "eval":
-            upstream = [decided[k] for k in unit.depends_on if k in decided]
-            up_evidence = [observation.get(k) for k in unit.depends_on]
-            decided[unit.key] = _plan_eval(unit, observation.get(unit.key), observation.scheduler_known, policy,
-                                           upstream, up_evidence)
+            up = _first_decided(unit.depends_on, decided)
+            up_ev = evidence(unit.depends_on[0]) if unit.depends_on else None
+            decided[unit.key] = _plan_eval(unit, evidence(unit.key), scheduler_known, policy, up, up_ev)
     return Plan(experiment=experiment, units=tuple(decided[u.key] for u in units),
                 scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note)
 
 
+def _first_decided(keys: tuple[str, ...], decided: dict[str, PlannedUnit]) -> PlannedUnit | None:
+    for key in keys:
+        if key in decided:
+            return decided[key]
+    return None
+
+
 def _planned(unit: Unit, state: State, action: Action, reason: str, ev: UnitEvidence, **extra: object) -> PlannedUnit:
-    last = ev.jobs[-1] if ev.jobs else None
-    live = [j for j in ev.jobs if j.live]
-    job_id = live[0].job_id if live else (last.job_id if last else None)
-    failure = None
-    if last is not None and last.state in TERMINAL_STATES:
-        failure = last.failure_class
-        if ev.oom_in_stdout and failure != "out_of_memory":
-            failure = "out_of_memory"  # torchtune's CUDA OOM ends the job FAILED; its stdout says why
+    job_id: str | None = None
+    failure: str | None = None
+    if ev.jobs:
+        last = ev.jobs[-1]
+        job_id = _first_live(ev.jobs, last).job_id
+        if last.state in TERMINAL_STATES:
+            failure = last.failure_class
+            if ev.oom_in_stdout and failure != "out_of_memory":
+                failure = "out_of_memory"  # torchtune's CUDA OOM ends the job FAILED; its stdout says why
     return PlannedUnit(
         key=unit.key, kind=unit.kind, run=unit.run, task=unit.task, epoch=unit.epoch, state=state, action=action,
         reason=reason, depends_on=unit.depends_on, fingerprint=unit.fingerprint, job_id=job_id,
@@ -123,8 +132,17 @@ def _planned(unit: Unit, state: State, action: Action, reason: str, ev: UnitEvid
     )
 
 
+def _first_live(jobs: tuple[Job, ...], default: Job) -> Job:
+    for job in jobs:
+        if job.live:
+            return job
+    return default
+
+
 def _in_flight(unit: Unit, ev: UnitEvidence) -> PlannedUnit | None:
     """At most one live job per unit: extra ones are cancelled, newest first."""
+    if not ev.jobs:
+        return None
     live = [j for j in ev.jobs if j.live]
     if not live:
         return None
@@ -213,10 +231,8 @@ def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | N
 
 
 def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Policy,
-               upstream: list[PlannedUnit], up_evidence: list[UnitEvidence]) -> PlannedUnit:
+               up: PlannedUnit | None, up_ev: UnitEvidence | None) -> PlannedUnit:
     log = ev.log
-    up = upstream[0] if upstream else None
-    up_ev = up_evidence[0] if up_evidence else None
     upstream_replacing = up is not None and up.action in SUBMITTING
     if log is not None and log.state == "complete" and not upstream_replacing:
         flight = _in_flight(unit, ev)

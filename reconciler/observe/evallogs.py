@@ -115,9 +115,9 @@ def read_header(path: Path) -> dict[str, Any]:
         return {"status": "started", "eval": start.get("eval") or {}, "results": None, "error": None}
 
 
-# Cache files as this process last read or wrote them (mtime_ns, size, entries): a watch parses its
-# cache once, not every pass (55 MB of JSON at 100k units). Another writer changes mtime and size.
-_LOADED: dict[str, tuple[int, int, dict[str, dict[str, Any]]]] = {}
+# Cache files as this process last read or wrote them (mtime_ns, size, entries, built): a watch parses
+# its cache once, not every pass (55 MB of JSON at 100k units). Another writer changes mtime and size.
+_LOADED: dict[str, tuple[int, int, dict[str, dict[str, Any]], dict[str, tuple[dict[str, Any], LogSummary]]]] = {}
 
 
 class HeaderCache:
@@ -126,6 +126,9 @@ class HeaderCache:
     def __init__(self, path: Path | None):
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
+        # The LogSummary made from each entry, with the entry it was made from: building one costs
+        # more than the stat that validates it, and a watch's passes hit the same entries every time.
+        self.built: dict[str, tuple[dict[str, Any], LogSummary]] = {}
         self.dirty = False
         self.reads = 0
         if path is not None:
@@ -133,10 +136,11 @@ class HeaderCache:
                 st = os.stat(path)
                 known = _LOADED.get(str(path))
                 if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
-                    self.entries = known[2]  # a watch's next pass: the file is as this process left it
+                    # a watch's next pass: the file is as this process left it
+                    self.entries, self.built = known[2], known[3]
                 else:
                     self.entries = json.loads(path.read_text())
-                    _LOADED[str(path)] = (st.st_mtime_ns, st.st_size, self.entries)
+                    _LOADED[str(path)] = (st.st_mtime_ns, st.st_size, self.entries, self.built)
             except (OSError, ValueError):
                 self.entries = {}
 
@@ -145,7 +149,12 @@ class HeaderCache:
         key = str(path)
         hit = self.entries.get(key)
         if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
-            return LogSummary(**hit["summary"])
+            built = self.built.get(key)
+            if built is not None and built[0] is hit:
+                return built[1]
+            cached = LogSummary(**hit["summary"])
+            self.built[key] = (hit, cached)
+            return cached
         summary = _read_with_retry(Path(key), st.st_mtime)
         self.reads += 1
         # Unreadable now may be readable in a moment (being written): do not cache it.
@@ -164,7 +173,7 @@ class HeaderCache:
             st = os.stat(self.path)
         except OSError:
             return  # a full disk or a read-only dir: only a cache, the next pass reads the headers again
-        _LOADED[str(self.path)] = (st.st_mtime_ns, st.st_size, self.entries)
+        _LOADED[str(self.path)] = (st.st_mtime_ns, st.st_size, self.entries, self.built)
         self.dirty = False
 
 
@@ -180,27 +189,37 @@ def _read_with_retry(path: Path, mtime: float) -> LogSummary:
     return LogSummary(path=str(path), state="unreadable", status="unreadable", error=last[:300], mtime=mtime)
 
 
-def scan_dir(log_dir: Path, cache: HeaderCache) -> list[LogSummary]:
+def scan_dir(log_dir: Path | str, cache: HeaderCache) -> list[LogSummary]:
     """Every `.eval` log in a directory (inspect's `.inspect_tmp_*` files are skipped)."""
     out = []
     try:
         entries = list(os.scandir(log_dir))
     except (FileNotFoundError, NotADirectoryError):
         return []
+    summary = cache.summary
     for entry in entries:
-        if entry.name.endswith(".eval") and not entry.name.startswith("."):
+        name = entry.name
+        if name.endswith(".eval") and not name.startswith("."):
             try:
                 st = entry.stat()
             except FileNotFoundError:
                 continue
-            out.append(cache.summary(entry.path, st))
+            out.append(summary(entry.path, st))
     return out
+
+
+# How a log that is not complete ranks against another (a complete log always wins).
+_RANK = {"complete": 3, "partial": 1, "started": 2, "error": 1, "cancelled": 1, "unreadable": 0}
+
+
+def _best_key(s: LogSummary) -> tuple[bool, int, str, float]:
+    return s.state == "complete", _RANK[s.state] if s.state != "complete" else 0, s.created, s.mtime
 
 
 def best_log(logs: list[LogSummary]) -> LogSummary | None:
     """A complete log wins over any failed one, whatever their order; then the newest."""
     if not logs:
         return None
-    rank = {"complete": 3, "partial": 1, "started": 2, "error": 1, "cancelled": 1, "unreadable": 0}
-    return max(logs, key=lambda s: (s.state == "complete", rank[s.state] if s.state != "complete" else 0,
-                                    s.created, s.mtime))
+    if len(logs) == 1 and logs[0].state in _RANK:
+        return logs[0]  # the usual case; a state outside _RANK still raises below, as it always did
+    return max(logs, key=_best_key)

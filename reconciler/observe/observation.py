@@ -49,20 +49,25 @@ FileEvidence = dict[str, tuple[tuple[EpochEvidence, ...], list[LogSummary]]]
 def observe_files(desired: Desired, cache: HeaderCache) -> FileEvidence:
     """The file side only: checkpoint epochs of fine-tunes, eval logs of evals."""
     out: FileEvidence = {}
-    dir_logs: dict[Path, list[LogSummary]] = {}
+    layout = desired.layout
+    dialect = layout.dialect
+    # Keyed by the path string: hashing a Path is a Python call, and v0.2 cells share one directory.
+    dir_logs: dict[str, list[LogSummary]] = {}
     for unit in desired.units:
         if unit.kind == "finetune":
             last = len(unit.epochs) - 1
             evidence = tuple(
-                epoch_evidence(desired.layout.epoch_dir(unit.run, n), final=(i == last))
+                epoch_evidence(layout.epoch_dir(unit.run, n), final=(i == last))
                 for i, n in enumerate(unit.epochs)
             )
             out[unit.key] = (evidence, [])
         else:
             assert unit.log_dir is not None
-            if unit.log_dir not in dir_logs:
-                dir_logs[unit.log_dir] = scan_dir(unit.log_dir, cache)
-            out[unit.key] = ((), logs_for(unit, dir_logs[unit.log_dir], desired.layout.dialect))
+            log_dir = str(unit.log_dir)
+            logs = dir_logs.get(log_dir)
+            if logs is None:
+                logs = dir_logs[log_dir] = scan_dir(log_dir, cache)
+            out[unit.key] = ((), logs_for(unit, logs, dialect))
     return out
 
 
@@ -98,26 +103,33 @@ def observe(
         for job in snapshot.jobs.values():
             if job.tag:
                 by_tag.setdefault(job.tag, []).append(job)
+    experiment = desired.experiment
+    histories = journal.units
     units: dict[str, UnitEvidence] = {}
     for unit in desired.units:
-        history = journal.history(unit.key)
+        key, fingerprint = unit.key, unit.fingerprint
+        history = histories.get(key)  # None: the journal never heard of the unit (most units, most passes)
         jobs: dict[str, Job] = {}
         fps: dict[str, str | None] = {}
-        for job_id, fp in history.jobs:
-            jobs[job_id] = _job_record(job_id, journal, snapshot)
-            fps[job_id] = fp
-        for job in by_tag.get(tag_for(desired.experiment, unit.key), ()):
-            jobs[job.job_id] = job  # found by tag (journal lost or crash before the job id was written)
-            fps.setdefault(job.job_id, None)
-        # Jobs we cancelled and that have ended (a dependency that can never be met, a duplicate,
-        # `reconcile cancel`) say nothing about the unit: they are neither attempts nor failures.
-        ordered = tuple(sorted((j for j in jobs.values() if not _cancelled_and_ended(j, journal)),
-                               key=lambda j: _job_order(j.job_id)))
-        attempts = sum(1 for j in ordered if fps.get(j.job_id) in (None, unit.fingerprint))
+        if history is not None:
+            for job_id, fp in history.jobs:
+                jobs[job_id] = _job_record(job_id, journal, snapshot)
+                fps[job_id] = fp
+        if by_tag:
+            for job in by_tag.get(tag_for(experiment, key), ()):
+                jobs[job.job_id] = job  # found by tag (journal lost or crash before the job id was written)
+                fps.setdefault(job.job_id, None)
+        ordered = _ordered(jobs, journal)
+        attempts = 0
+        for job in ordered:
+            if fps.get(job.job_id) in (None, fingerprint):
+                attempts += 1
         # Refused submissions spend the budget too: a permanent sbatch error must not loop forever.
-        refused = [error for fp, error in history.submit_failures if fp in (None, unit.fingerprint)]
-        attempts += len(refused)
-        epochs, logs = files[unit.key]
+        refused: list[str] = []
+        if history is not None and history.submit_failures:
+            refused = [error for fp, error in history.submit_failures if fp in (None, fingerprint)]
+            attempts += len(refused)
+        epochs, logs = files[key]
         log = best_log(logs)
         produced = _produced_fingerprint(unit, log, ordered, fps)
         script_fp = None
@@ -126,10 +138,10 @@ def observe(
             produced = script_fp
         oom = unit.kind == "finetune" and bool(ordered) and ordered[-1].state == "FAILED" \
             and stdout_shows_oom(unit.stdout, ordered[-1].job_id)
-        units[unit.key] = UnitEvidence(
-            jobs=ordered, attempts=attempts, open_intent=history.open_intent, epochs=epochs, log=log,
-            logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp, oom_in_stdout=oom,
-            submit_error=refused[-1] if refused else None,
+        units[key] = UnitEvidence(
+            jobs=ordered, attempts=attempts, open_intent=history is not None and history.open_intent, epochs=epochs,
+            log=log, logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp,
+            oom_in_stdout=oom, submit_error=refused[-1] if refused else None,
         )
     read_at = {"files": now, "journal": now}
     if snapshot is not None:
@@ -147,13 +159,27 @@ def _job_record(job_id: str, journal: JournalView, snapshot: Snapshot | None) ->
     return Job(job_id=job_id, state=UNKNOWN)
 
 
+def _ordered(jobs: dict[str, Job], journal: JournalView) -> tuple[Job, ...]:
+    """Oldest first. Jobs we cancelled and that have ended (a dependency that can never be met, a
+    duplicate, `reconcile cancel`) say nothing about the unit: they are neither attempts nor failures."""
+    if not jobs:
+        return ()
+    if len(jobs) == 1:  # the usual case: one job, nothing to sort
+        (job,) = jobs.values()
+        if _cancelled_and_ended(job, journal):
+            return ()
+        _job_order(job)  # still computed: an id it cannot order fails here as it does among several jobs
+        return (job,)
+    return tuple(sorted((j for j in jobs.values() if not _cancelled_and_ended(j, journal)), key=_job_order))
+
+
 def _cancelled_and_ended(job: Job, journal: JournalView) -> bool:
     return job.job_id in journal.cancelled and not job.live and job.state != UNKNOWN
 
 
-def _job_order(job_id: str) -> tuple[int, str]:
-    head = job_id.split("_", 1)[0]
-    return (int(head) if head.isdigit() else 0, job_id)
+def _job_order(job: Job) -> tuple[int, str]:
+    head = job.job_id.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 0, job.job_id)
 
 
 def all_done_on_disk(files: FileEvidence) -> bool:
