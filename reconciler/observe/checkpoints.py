@@ -41,8 +41,22 @@ def epoch_evidence(epoch_dir: Path, final: bool) -> EpochEvidence:
     problem = _final_epoch_problem(epoch_dir)
     if problem:
         return EpochEvidence("partial", problem)
-    mtime = max(os.stat(epoch_dir / name).st_mtime for name in ("adapter_config.json", "config.json"))
-    return EpochEvidence("complete", "adapter and config files parse", mtime)
+    return EpochEvidence("complete", "adapter and config files parse", _latest_mtime(epoch_dir, LAST_WRITTEN))
+
+
+# The files torchtune writes last in a final epoch (the adapter config sits in adapter_weights/ in
+# some versions); one removed since the check above must not crash the pass.
+LAST_WRITTEN = ("adapter_config.json", "adapter_weights/adapter_config.json", "config.json")
+
+
+def _latest_mtime(epoch_dir: Path, names: tuple[str, ...]) -> float | None:
+    mtimes = []
+    for name in names:
+        try:
+            mtimes.append(os.stat(epoch_dir / name).st_mtime)
+        except OSError:
+            continue
+    return max(mtimes, default=None)
 
 
 def _final_epoch_problem(epoch_dir: Path) -> str | None:

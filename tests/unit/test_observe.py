@@ -53,6 +53,16 @@ def test_final_epoch_needs_whole_adapter_files(tmp_path: Path) -> None:
     assert epoch_evidence(bad, final=True).state == "partial"
 
 
+def test_final_epoch_with_the_adapter_config_in_adapter_weights_is_complete(tmp_path: Path) -> None:
+    d = final_epoch(tmp_path / "epoch_1")
+    (d / "adapter_weights").mkdir()
+    (d / "adapter_config.json").rename(d / "adapter_weights" / "adapter_config.json")
+    ev = epoch_evidence(d, final=True)
+    assert ev.state == "complete"
+    assert ev.mtime == max((d / "adapter_weights" / "adapter_config.json").stat().st_mtime,
+                           (d / "config.json").stat().st_mtime)
+
+
 def eval_log(path: Path, status: str = "success", completed: int = 20, total: int = 20, limit: int | None = None,
              created: str = "2026-01-01T00:00:00+00:00", value: float = 0.5, header: bool = True) -> Path:
     ev = {"task": "capitalization", "created": created, "config": {"limit": limit},
