@@ -166,10 +166,7 @@ def _ordered(jobs: dict[str, Job], journal: JournalView) -> tuple[Job, ...]:
         return ()
     if len(jobs) == 1:  # the usual case: one job, nothing to sort
         (job,) = jobs.values()
-        if _cancelled_and_ended(job, journal):
-            return ()
-        _job_order(job)  # still computed: an id it cannot order fails here as it does among several jobs
-        return (job,)
+        return () if _cancelled_and_ended(job, journal) else (job,)
     return tuple(sorted((j for j in jobs.values() if not _cancelled_and_ended(j, journal)), key=_job_order))
 
 
@@ -179,7 +176,8 @@ def _cancelled_and_ended(job: Job, journal: JournalView) -> bool:
 
 def _job_order(job: Job) -> tuple[int, str]:
     head = job.job_id.split("_", 1)[0]
-    return (int(head) if head.isdigit() else 0, job.job_id)
+    # isascii: `"²".isdigit()` is true, and int() refuses it; ids come from the scheduler and the journal.
+    return (int(head) if head.isascii() and head.isdigit() else 0, job.job_id)
 
 
 def all_done_on_disk(files: FileEvidence) -> bool:
