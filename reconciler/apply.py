@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,11 @@ def record_observed(journal: Journal, view: JournalView, snapshot: Snapshot | No
             journal.append("job_state", unit=unit, job_id=job.job_id, state=job.state, exit_code=job.exit_code)
             events.append(Event(unit, "job_state", f"job {job.job_id} {job.state}", job.job_id))
     return events
+
+
+# Errors a full disk, a quota or a network filesystem gives while it is in trouble: they pass.
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ETIMEDOUT,
+                              errno.EAGAIN, errno.EINTR, errno.EMFILE, errno.ENFILE})
 
 
 def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal, snapshot: Snapshot | None,
@@ -132,6 +138,12 @@ def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal,
                 prepare(desired, unit, p)
         except (OSError, ReconcilerError) as exc:
             detail = f"cannot prepare: {exc}"
+            if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+                # The filesystem's trouble, not the unit's: no attempt is spent, the unit stays
+                # missing, and the pass submits nothing more (the next units would meet it too).
+                result.errors.append(f"{p.key}: {detail} (not counted as an attempt: the next pass tries again)")
+                result.events.append(Event(p.key, "failed_submit", detail))
+                break
             # Journaled like a refused submission: it counts against the budget, so a watch
             # does not try the same broken unit forever.
             journal.append("submit_failed", unit=p.key, fingerprint=p.fingerprint, error=detail)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import json
 from pathlib import Path
+
+import pytest
 
 from reconciler.backends.base import SubmitRequest
 from reconciler.errors import BackendError
@@ -67,3 +71,24 @@ def test_a_pass_stops_asking_after_the_same_refusal_three_times(tmp_path: Path) 
     assert backend.calls == 3  # not one per unit (the demo has 10)
     deferred = [e for e in result.events if e.kind == "deferred"]
     assert deferred and "refused 3 jobs in a row" in deferred[0].detail
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.ESTALE])
+def test_a_filesystem_in_trouble_while_preparing_spends_no_attempt(tmp_path: Path, code: int) -> None:
+    desired = load_desired(copy_demo(tmp_path / "demo"))
+    backend = FakeBackend()
+
+    def failing_prepare(*_args: object) -> None:
+        raise OSError(code, "the filesystem said no")
+
+    first = run_pass(desired, backend, Policy(max_attempts=1), act=True, prepare=failing_prepare)
+    assert not backend.jobs
+    assert len(first.applied.errors) == 1 and "not counted as an attempt" in first.applied.errors[0]
+    journal = desired.layout.state_dir / "journal.jsonl"
+    events = [json.loads(line)["event"] for line in journal.read_text().splitlines()] if journal.exists() else []
+    assert "submit_failed" not in events and "intent" not in events
+
+    # With a budget of one attempt, the unit is still submitted once the filesystem recovers.
+    second = run_pass(desired, backend, Policy(max_attempts=1), act=True, prepare=prepare_unit)
+    assert len(backend.jobs) == sum(1 for p in second.plan.units if p.action == "submit")
+    assert {p.key for p in second.plan.units if p.action == "submit"} >= {REFUSED}
