@@ -81,6 +81,11 @@ def fingerprint(inputs: dict[str, Any]) -> str:
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
 
 
+def canonical(value: Any) -> str:
+    """A value as `fingerprint` sees it: two values differ for it exactly when these texts do."""
+    return _ENCODE(value)
+
+
 def _digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -167,15 +172,27 @@ def _eval_unit(loaded: LoadedSpec, layout: Layout, run: Run, task: Task, epoch: 
     )
 
 
-def unit_inputs(loaded: LoadedSpec, unit: Unit) -> dict[str, Any]:
-    """The spec values behind `unit.fingerprint`, by where they stand in the spec (for `reconcile diff`).
-    Recomputed on demand rather than kept on every unit: at 100k units they were 100 MB."""
-    run = next(r for r in loaded.spec.runs if r.name == unit.run)
-    inputs = finetune_inputs(loaded, run) if run.type == "fine-tuned" else {}
-    if unit.kind == "eval":
-        task = next(t for t in loaded.spec.evaluation.tasks if t.name == unit.task)
-        inputs.update(eval_inputs(loaded, run, task, unit.epoch))
-    return inputs
+def unit_inputs(loaded: LoadedSpec) -> Callable[[Unit], dict[str, Any]]:
+    """The spec values behind each unit's fingerprint, by where they stand in the spec (for
+    `reconcile diff`). Recomputed on demand rather than kept on every unit: at 100k units they
+    were 100 MB."""
+    runs = {r.name: r for r in loaded.spec.runs}
+    tasks = {t.name: t for t in loaded.spec.evaluation.tasks}
+    finetunes: dict[str, dict[str, Any]] = {}
+
+    def inputs_of(unit: Unit) -> dict[str, Any]:
+        run = runs[unit.run]
+        inputs: dict[str, Any] = {}
+        if run.type == "fine-tuned":
+            if run.name not in finetunes:
+                finetunes[run.name] = finetune_inputs(loaded, run)
+            inputs.update(finetunes[run.name])
+        if unit.kind == "eval":
+            assert unit.task is not None
+            inputs.update(eval_inputs(loaded, run, tasks[unit.task], unit.epoch))
+        return inputs
+
+    return inputs_of
 
 
 def _model_path(loaded: LoadedSpec, run: Run) -> Path:

@@ -40,8 +40,9 @@ def test_fingerprints_of_existing_experiments_do_not_move(experiment: str) -> No
 @pytest.mark.parametrize("experiment", ["sweep8", "v02_sweep", "diff_old"])
 def test_every_fingerprint_is_the_fingerprint_of_the_units_inputs(experiment: str) -> None:
     loaded = load_spec(FIXTURES / experiment)
+    inputs_of = unit_inputs(loaded)
     for unit in expand(loaded).units:
-        assert unit.fingerprint == fingerprint(unit_inputs(loaded, unit)), unit.key
+        assert unit.fingerprint == fingerprint(inputs_of(unit)), unit.key
 
 
 json_values = st.recursive(
