@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,18 +76,12 @@ def test_real_files_load_the_same_through_libyaml(path: Path) -> None:
 
 
 @needs_libyaml
-def test_synthetic_10k_file_loads_the_same_and_fast() -> None:
+def test_synthetic_10k_file_takes_the_libyaml_path_and_loads_the_same() -> None:
+    # Its speed (12 ms against 78 ms for the pure-Python loader) is measured by
+    # `python -m benchmarks.breakdown`, not asserted here.
     text = spec_text("synth", Shape.for_units(10_000))
     assert took_c_path(text)
     assert_same(text)
-    path = Path("experiment_summary.yaml")
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        load_yaml(path, text)
-        timings.append(time.perf_counter() - start)
-    # About 12 ms here (the pure-Python loader: about 80 ms); loose for slow CI machines.
-    assert min(timings) < 0.05, timings
 
 
 @needs_libyaml
