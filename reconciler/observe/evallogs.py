@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,7 +117,13 @@ def read_header(path: Path) -> dict[str, Any]:
 
 # Cache files as this process last read or wrote them (mtime_ns, size, entries, built): a watch parses
 # its cache once, not every pass (55 MB of JSON at 100k units). Another writer changes mtime and size.
-_LOADED: dict[str, tuple[int, int, dict[str, dict[str, Any]], dict[str, tuple[dict[str, Any], LogSummary]]]] = {}
+_LOADED: dict[str, tuple[int, int, dict[str, list[Any]], dict[str, tuple[list[Any], LogSummary]]]] = {}
+
+# The cache file: {"format": 2, "fields": [...], "logs": {path: [size, mtime_ns, [field values]]}}.
+# Values by position, the path only as the key: half the size of named fields, half the time to
+# parse (a new process parses it whole). A file of another format or field list is not read.
+CACHE_FORMAT = 2
+_CACHED_FIELDS = [f.name for f in fields(LogSummary) if f.name != "path"]
 
 
 class HeaderCache:
@@ -125,10 +131,10 @@ class HeaderCache:
 
     def __init__(self, path: Path | None):
         self.path = path
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, list[Any]] = {}
         # The LogSummary made from each entry, with the entry it was made from: building one costs
         # more than the stat that validates it, and a watch's passes hit the same entries every time.
-        self.built: dict[str, tuple[dict[str, Any], LogSummary]] = {}
+        self.built: dict[str, tuple[list[Any], LogSummary]] = {}
         self.dirty = False
         self.reads = 0
         if path is not None:
@@ -139,7 +145,7 @@ class HeaderCache:
                     # a watch's next pass: the file is as this process left it
                     self.entries, self.built = known[2], known[3]
                 else:
-                    self.entries = json.loads(path.read_text())
+                    self.entries = _entries_of(json.loads(path.read_text()))
                     _LOADED[str(path)] = (st.st_mtime_ns, st.st_size, self.entries, self.built)
             except (OSError, ValueError):
                 self.entries = {}
@@ -148,18 +154,22 @@ class HeaderCache:
         # Keyed by the path string: a warm pass never builds a Path (parsing one costs more than the stat).
         key = str(path)
         hit = self.entries.get(key)
-        if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             built = self.built.get(key)
             if built is not None and built[0] is hit:
                 return built[1]
-            cached = LogSummary(**hit["summary"])
-            self.built[key] = (hit, cached)
-            return cached
+            try:
+                cached = LogSummary(key, *hit[2])
+            except TypeError:
+                cached = None  # an entry damaged by hand: read the header again
+            if cached is not None:
+                self.built[key] = (hit, cached)
+                return cached
         summary = _read_with_retry(Path(key), st.st_mtime)
         self.reads += 1
         # Unreadable now may be readable in a moment (being written): do not cache it.
         if summary.state != "unreadable":
-            self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "summary": asdict(summary)}
+            self.entries[key] = [st.st_size, st.st_mtime_ns, [getattr(summary, name) for name in _CACHED_FIELDS]]
             self.dirty = True
         return summary
 
@@ -168,13 +178,23 @@ class HeaderCache:
             return
         from reconciler.fsutil import atomic_write_text
 
+        document = {"format": CACHE_FORMAT, "fields": _CACHED_FIELDS, "logs": self.entries}
         try:
-            atomic_write_text(self.path, json.dumps(self.entries, separators=(",", ":")))
+            atomic_write_text(self.path, json.dumps(document, separators=(",", ":")))
             st = os.stat(self.path)
         except OSError:
             return  # a full disk or a read-only dir: only a cache, the next pass reads the headers again
         _LOADED[str(self.path)] = (st.st_mtime_ns, st.st_size, self.entries, self.built)
         self.dirty = False
+
+
+def _entries_of(document: Any) -> dict[str, list[Any]]:
+    """The entries of a cache file this version wrote; none from any other (they are read again)."""
+    if not isinstance(document, dict) or document.get("format") != CACHE_FORMAT \
+            or document.get("fields") != _CACHED_FIELDS or not isinstance(document.get("logs"), dict):
+        return {}
+    return {key: entry for key, entry in document["logs"].items()
+            if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], list)}
 
 
 def _read_with_retry(path: Path, mtime: float) -> LogSummary:
