@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from reconciler.backends.base import Job
 from reconciler.plan import STATES, PlannedUnit
@@ -128,6 +129,33 @@ def status_record(result: PassResult, state: StateFile | None = None, now: float
     }
 
 
+UNIT_COLUMNS = ("run", "stage", "task", "epoch", "state", "job", "elapsed", "attempts", "reason")
+_RIGHT = {"elapsed", "attempts"}
+
+
+def unit_table(rows: list[StatusRow]) -> Text:
+    """One line per unit in aligned columns, as squeue and kubectl print them: a sweep has
+    thousands of units, and a boxed rich.Table takes 0.5 ms a row to lay out (5 s at 10k units)."""
+    cells = [(r.run, r.stage, r.task or "-", r.epoch, r.state, r.job_id or "-", fmt_duration(r.elapsed_seconds),
+              str(r.attempts), r.reason) for r in rows]
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(UNIT_COLUMNS)]
+    last = len(UNIT_COLUMNS) - 1
+
+    def line(values: tuple[str, ...], text: Text, state_style: str = "") -> None:
+        for i, (name, value) in enumerate(zip(UNIT_COLUMNS, values)):
+            cell = value if i == last else (value.rjust(widths[i]) if name in _RIGHT else value.ljust(widths[i]))
+            text.append(cell, style=state_style if name == "state" else "")
+            text.append("  " if i < last else "\n")
+
+    table = Text(no_wrap=True, overflow="ignore")
+    header = Text(style="bold")
+    line(UNIT_COLUMNS, header)
+    table.append_text(header)
+    for values in cells:
+        line(values, table, STATE_STYLE.get(values[4], ""))
+    return table
+
+
 def write_status(result: PassResult, out: TextIO, state: StateFile | None = None, now: float | None = None) -> None:
     """The table, the counts, when each source was read, and what is unknown. Colour only on a terminal."""
     tty = out.isatty()
@@ -135,14 +163,7 @@ def write_status(result: PassResult, out: TextIO, state: StateFile | None = None
                       no_color=not tty, force_terminal=tty)
     rows = status_rows(result, state, now)
     console.print(f"[bold]{escape(result.plan.experiment)}[/]")
-    table = Table()
-    for col in ("run", "stage", "task", "epoch", "state", "job", "elapsed", "attempts", "reason"):
-        table.add_column(col, no_wrap=col != "reason", justify="right" if col in ("elapsed", "attempts") else "left")
-    for r in rows:
-        table.add_row(escape(r.run), r.stage, escape(r.task or "-"), r.epoch,
-                      f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", r.job_id or "-",
-                      fmt_duration(r.elapsed_seconds), str(r.attempts), escape(r.reason))
-    console.print(table)
+    console.print(unit_table(rows), end="")
 
     counts = stage_counts(rows)
     used = [s for s in STATES if any(counts[stage][s] for stage in STAGES)]

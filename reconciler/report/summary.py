@@ -20,7 +20,14 @@ from reconciler.report.summary_model import (
     Summary,
     TrainingResult,
 )
-from reconciler.report.summary_sources import binary_metrics, parse_losses, read_remedies, read_text, stdout_for
+from reconciler.report.summary_sources import (
+    binary_metrics,
+    binary_targets,
+    parse_losses,
+    read_remedies,
+    read_text,
+    stdout_for,
+)
 from reconciler.spec.units import Desired, Unit
 
 __all__ = ["Summary", "build_summary", "write_summary", "SUMMARY_NAME", "PLOT_NAME"]
@@ -46,7 +53,9 @@ def build_summary(desired: Desired, observation: Observation, *, state: StateFil
 
     training = [_training(u, planned[u.key], observation.get(u.key), state) for u in desired.units
                 if u.kind == "finetune"]
-    evaluations = [_evaluation(u, planned[u.key], observation.get(u.key), run_types[u.run], read_samples)
+    binary_tasks: dict[str, bool] = {}  # decided by the first readable log of each task
+    evaluations = [_evaluation(u, planned[u.key], observation.get(u.key), run_types[u.run], read_samples,
+                               binary_tasks)
                    for u in desired.units if u.kind == "eval"]
     controls = [r.name for r in spec.runs if r.type == "control"]
     done = sum(1 for p in planned.values() if p.state == "done")
@@ -145,11 +154,18 @@ def _training(unit: Unit, p: PlannedUnit, ev: UnitEvidence, state: StateFile | N
     )
 
 
-def _evaluation(unit: Unit, p: PlannedUnit, ev: UnitEvidence, run_type: str, read_samples: bool) -> EvalResult:
+def _evaluation(unit: Unit, p: PlannedUnit, ev: UnitEvidence, run_type: str, read_samples: bool,
+                binary_tasks: dict[str, bool]) -> EvalResult:
     log = ev.log
     scored = log is not None and log.state in ("complete", "partial")
     fields: dict[str, object] = {}
-    if scored and read_samples:
+    task = unit.task or ""
+    if scored and read_samples and task not in binary_tasks:
+        assert log is not None
+        verdict = binary_targets(log.path)
+        if verdict is not None:
+            binary_tasks[task] = verdict
+    if scored and read_samples and binary_tasks.get(task):
         assert log is not None
         metrics = binary_metrics(log.path)
         if metrics is not None:

@@ -98,17 +98,30 @@ def compute_binary(pairs: list[tuple[str, str]]) -> BinaryMetrics | None:
                          f1=f1, precision_1=precision_1, recall_1=recall_1, recall_0=recall_0, confusion=c)
 
 
+def binary_targets(path: str) -> bool | None:
+    """Whether every sample's target is "0" or "1" (None: the log could not be read).
+
+    Read from the cheap sample summaries, still ~1 ms a log: a task's targets are its dataset's,
+    so one log of a task answers for all of them (`build_summary` asks once per task)."""
+    from inspect_ai.log import read_eval_log_sample_summaries
+
+    try:
+        summaries = read_eval_log_sample_summaries(path)
+    except Exception:  # noqa: BLE001 - inspect raises many kinds; a summary row then just lacks these metrics
+        return None
+    return bool(summaries) and all(_target(s.target) in BINARY_LABELS for s in summaries)
+
+
 def binary_metrics(path: str) -> BinaryMetrics | None:
     """Balanced accuracy and F1 for a log whose targets are all "0"/"1"; None for any other task.
 
     The cheap sample summaries decide whether the task is binary; only then is the whole log read.
     """
-    from inspect_ai.log import read_eval_log, read_eval_log_sample_summaries
+    from inspect_ai.log import read_eval_log
 
+    if not binary_targets(path):
+        return None
     try:
-        summaries = read_eval_log_sample_summaries(path)
-        if not summaries or any(_target(s.target) not in BINARY_LABELS for s in summaries):
-            return None
         samples = read_eval_log(path).samples or []
     except Exception:  # noqa: BLE001 - inspect raises many kinds; a summary row then just lacks these metrics
         return None

@@ -94,3 +94,22 @@ def test_status_through_run_pass_asks_the_scheduler_once(tmp_path: Path) -> None
     assert backend.queries == 1
     rows = {r.key: r for r in status_rows(result)}
     assert rows["eval/r1/binary/epoch0"].state == "running"
+
+
+def test_unit_table_is_one_aligned_line_per_unit(tmp_path: Path) -> None:
+    desired = copy_fixture(tmp_path)
+    result = fixture_result(desired)
+    out = io.StringIO()
+    write_status(result, out, now=NOW)
+    lines = out.getvalue().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("run ") and "reason" in line)
+    table = lines[header:header + 1 + len(result.plan.units)]
+    rows = status_rows(result, now=NOW)
+    state_at, reason_at = table[0].index("state"), table[0].index("reason")
+    for line, row in zip(table[1:], rows):
+        assert line.startswith(row.run + " ")
+        assert line[state_at:].split()[0] == row.state
+        assert line[reason_at:] == row.reason
+    elapsed_end = table[0].index("elapsed") + len("elapsed")
+    running = next(line for line, row in zip(table[1:], rows) if row.state == "running")
+    assert running[:elapsed_end].endswith("1m 05s")  # right-aligned under its heading
