@@ -189,6 +189,29 @@ def test_binary_metrics_by_hand(summary) -> None:  # type: ignore[no-untyped-def
     assert cell(summary, "r1", "capitalization", 0).balanced_accuracy is None
 
 
+def test_one_log_per_task_tells_whether_it_is_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.report import summary as summary_module
+
+    asked: list[str] = []
+    real = summary_module.binary_targets
+
+    def counting(path: str) -> bool | None:
+        asked.append(path)
+        return real(path)
+
+    monkeypatch.setattr(summary_module, "binary_targets", counting)
+    desired = copy_fixture(tmp_path)
+    result = build_summary(desired, fixture_observation(desired), now=NOW)
+    scored = [e for e in result.evaluations if e.value is not None]
+    capitalization = [e for e in scored if e.task == "capitalization"]
+    assert len(capitalization) > 1
+    # The capitalization task's targets were read from one of its logs; each binary log is read
+    # (its own metrics), and every binary cell still has them.
+    assert sum(1 for path in asked if "capitalization" in path) == 1
+    assert all(e.balanced_accuracy is not None for e in scored if e.task == "binary")
+    assert all(e.balanced_accuracy is None for e in capitalization)
+
+
 def test_compute_binary_edge_cases() -> None:
     assert compute_binary([]) is None
     only_ones = compute_binary([("1", "1"), ("1", "1")])
