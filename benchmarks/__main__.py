@@ -68,9 +68,13 @@ def plan_cost(workdir: Path, template: Path, units: int, reps: int, fresh: bool)
     best = min(warm, key=lambda m: m["wall"])
     log(f"plan {units}: CLI cold {cold['wall']:.2f} s, warm {best['wall']:.2f} s, "
         f"floor process {min(f['wall'] for f in floors):.3f} s, peak RSS {max(cold['rss_mb'], best['rss_mb']):.0f} MB")
+    # The reports a researcher reads (warm, once each): the unit table, and summary.md without its plot.
+    reports = {name: run_measured([sys.executable, "-m", "reconciler", *args, str(exp), "--offline"])
+               for name, args in (("status", ["status"]), ("summarize", ["summarize", "--no-plot"]))}
+    log(f"plan {units}: status {reports['status']['wall']:.2f} s, summarize {reports['summarize']['wall']:.2f} s")
     return {"manifest": manifest, "api": api,
             "cli": {"cold": cold, "warm": best, "floor": min(floors, key=lambda m: m["wall"]),
-                    "peak_rss_mb": max(m["rss_mb"] for m in [cold, *warm])}}
+                    "peak_rss_mb": max(m["rss_mb"] for m in [cold, *warm]), "reports": reports}}
 
 
 def fmt_s(seconds: float) -> str:
@@ -96,13 +100,16 @@ def render(results: dict[str, Any]) -> str:
         out += ["",
                 "### Plan cost (offline), the real CLI: `reconcile plan EXP --offline`, one process each",
                 "",
-                "| units | floor process (python + stat all) | warm plan | warm / floor | cold plan | peak RSS |",
-                "|---:|---:|---:|---:|---:|---:|"]
+                "| units | floor process (python + stat all) | warm plan | warm / floor | cold plan | peak RSS "
+                "| `status` | `summarize --no-plot` |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in plans.values():
             c = r["cli"]
+            reports = c.get("reports", {})
+            shown = [fmt_s(reports[name]["wall"]) if name in reports else "-" for name in ("status", "summarize")]
             out.append(f"| {r['api']['units']:,} | {fmt_s(c['floor']['wall'])} | {fmt_s(c['warm']['wall'])} "
                        f"| {c['warm']['wall'] / c['floor']['wall']:.1f}x | {fmt_s(c['cold']['wall'])} "
-                       f"| {c['peak_rss_mb']:.0f} MB |")
+                       f"| {c['peak_rss_mb']:.0f} MB | {shown[0]} | {shown[1]} |")
         sizes = list(plans.values())
         if len(sizes) >= 2:
             growth = []

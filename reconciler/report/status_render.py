@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
+from rich.text import Span, Text
 
 from reconciler.backends.base import Job
 from reconciler.plan import STATES, PlannedUnit
@@ -139,21 +139,22 @@ def unit_table(rows: list[StatusRow]) -> Text:
     cells = [(r.run, r.stage, r.task or "-", r.epoch, r.state, r.job_id or "-", fmt_duration(r.elapsed_seconds),
               str(r.attempts), r.reason) for r in rows]
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(UNIT_COLUMNS)]
-    last = len(UNIT_COLUMNS) - 1
-
-    def line(values: tuple[str, ...], text: Text, state_style: str = "") -> None:
-        for i, (name, value) in enumerate(zip(UNIT_COLUMNS, values)):
-            cell = value if i == last else (value.rjust(widths[i]) if name in _RIGHT else value.ljust(widths[i]))
-            text.append(cell, style=state_style if name == "state" else "")
-            text.append("  " if i < last else "\n")
-
-    table = Text(no_wrap=True, overflow="ignore")
-    header = Text(style="bold")
-    line(UNIT_COLUMNS, header)
-    table.append_text(header)
-    for values in cells:
-        line(values, table, STATE_STYLE.get(values[4], ""))
-    return table
+    state_column = UNIT_COLUMNS.index("state")
+    lines: list[str] = []
+    spans: list[Span] = []
+    offset = 0
+    for n, values in enumerate([UNIT_COLUMNS, *cells]):
+        parts = [value.rjust(widths[i]) if name in _RIGHT else value.ljust(widths[i])
+                 for i, (name, value) in enumerate(zip(UNIT_COLUMNS[:-1], values))]
+        line = "  ".join([*parts, values[-1]])
+        if n == 0:
+            spans.append(Span(0, len(line), "bold"))
+        elif style := STATE_STYLE.get(values[state_column], ""):
+            start = offset + sum(widths[i] + 2 for i in range(state_column))
+            spans.append(Span(start, start + len(values[state_column]), style))
+        lines.append(line)
+        offset += len(line) + 1
+    return Text("\n".join(lines) + "\n", spans=spans, no_wrap=True, overflow="ignore")
 
 
 def write_status(result: PassResult, out: TextIO, state: StateFile | None = None, now: float | None = None) -> None:
@@ -163,7 +164,7 @@ def write_status(result: PassResult, out: TextIO, state: StateFile | None = None
                       no_color=not tty, force_terminal=tty)
     rows = status_rows(result, state, now)
     console.print(f"[bold]{escape(result.plan.experiment)}[/]")
-    console.print(unit_table(rows), end="")
+    console.print(unit_table(rows), end="", soft_wrap=True)  # soft: the terminal wraps a long reason
 
     counts = stage_counts(rows)
     used = [s for s in STATES if any(counts[stage][s] for stage in STAGES)]

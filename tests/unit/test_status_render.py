@@ -63,6 +63,7 @@ def test_colour_on_a_terminal(tmp_path: Path) -> None:
     out = Terminal()
     write_status(fixture_result(desired), out, now=NOW)
     assert "\x1b[" in out.getvalue()
+    assert "\x1b[32mdone\x1b[0m" in out.getvalue() and "\x1b[31mfailed\x1b[0m" in out.getvalue()  # the state word
 
 
 def test_unknown_is_shown_and_named(tmp_path: Path) -> None:
