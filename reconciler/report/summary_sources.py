@@ -99,7 +99,7 @@ def compute_binary(pairs: list[tuple[str, str]]) -> BinaryMetrics | None:
 
 
 def binary_targets(path: str) -> bool | None:
-    """Whether every sample's target is "0" or "1" (None: the log could not be read).
+    """Whether every sample's target is "0" or "1" (None: the log could not be read, or has no sample).
 
     Read from the cheap sample summaries, still ~1 ms a log: a task's targets are its dataset's,
     so one log of a task answers for all of them (`build_summary` asks once per task)."""
@@ -109,7 +109,9 @@ def binary_targets(path: str) -> bool | None:
         summaries = read_eval_log_sample_summaries(path)
     except Exception:  # noqa: BLE001 - inspect raises many kinds; a summary row then just lacks these metrics
         return None
-    return bool(summaries) and all(_target(s.target) in BINARY_LABELS for s in summaries)
+    if not summaries:
+        return None  # says nothing about the task's other logs
+    return all(_target(s.target) in BINARY_LABELS for s in summaries)
 
 
 def binary_metrics(path: str) -> BinaryMetrics | None:
