@@ -15,11 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plan_worker import stat_floor
-from reconciler import journal as journal_module
+from benchmarks.plan_worker import forget_process_caches, stat_floor
 from reconciler.journal import Journal
 from reconciler.loop import HEADER_CACHE
-from reconciler.observe import evallogs
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import observe, observe_files
 from reconciler.plan import Policy, plan
@@ -33,8 +31,7 @@ def best(fn: Callable[[], Any], reps: int, floors: list[float], paths: list[str]
     (back to back, the floor alone runs ~40% faster than between two stages of a pass)."""
     times, result = [], None
     for _ in range(reps):
-        evallogs._LOADED.clear()
-        journal_module._FOLDED.clear()
+        forget_process_caches()
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)

@@ -52,6 +52,13 @@ def listing_floor(log_dirs: list[str], checkpoint_paths: list[str]) -> tuple[flo
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def forget_process_caches() -> None:
+    """What a new `reconcile plan` process starts without: the parsed header cache file and the
+    folded journal (it parses both whole)."""
+    evallogs._LOADED.clear()
+    journal._FOLDED.clear()
+
+
 @without_gc
 def fresh_desired(exp: Path) -> Desired:
     """What a new `reconcile plan` process does: read, validate and expand the spec."""
@@ -103,8 +110,7 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
         floors.append(stat_floor(paths))
         listings.append(listing_floor(log_dirs, checkpoints))
         reads[0] = 0
-        evallogs._LOADED.clear()  # a new process parses the header cache file and the whole journal:
-        journal._FOLDED.clear()  # so does a "warm plan"
+        forget_process_caches()  # a "warm plan" is a new process's
         warm.append(one_plan(exp)[:2])
         watch.append(one_plan(exp, watch=True)[:2])
         if reads[0]:

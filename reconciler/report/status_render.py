@@ -140,6 +140,7 @@ def unit_table(rows: list[StatusRow]) -> Text:
               str(r.attempts), r.reason) for r in rows]
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(UNIT_COLUMNS)]
     state_column = UNIT_COLUMNS.index("state")
+    state_at = sum(width + 2 for width in widths[:state_column])  # where the state word starts in a line
     lines: list[str] = []
     spans: list[Span] = []
     offset = 0
@@ -150,8 +151,7 @@ def unit_table(rows: list[StatusRow]) -> Text:
         if n == 0:
             spans.append(Span(0, len(line), "bold"))
         elif style := STATE_STYLE.get(values[state_column], ""):
-            start = offset + sum(widths[i] + 2 for i in range(state_column))
-            spans.append(Span(start, start + len(values[state_column]), style))
+            spans.append(Span(offset + state_at, offset + state_at + len(values[state_column]), style))
         lines.append(line)
         offset += len(line) + 1
     return Text("\n".join(lines) + "\n", spans=spans, no_wrap=True, overflow="ignore")

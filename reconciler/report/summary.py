@@ -160,14 +160,11 @@ def _evaluation(unit: Unit, p: PlannedUnit, ev: UnitEvidence, run_type: str, rea
     scored = log is not None and log.state in ("complete", "partial")
     fields: dict[str, object] = {}
     task = unit.task or ""
-    if scored and read_samples and task not in binary_tasks:
+    if scored and read_samples:
         assert log is not None
-        verdict = binary_targets(log.path)
-        if verdict is not None:
+        if task not in binary_tasks and (verdict := binary_targets(log.path)) is not None:
             binary_tasks[task] = verdict
-    if scored and read_samples and binary_tasks.get(task):
-        assert log is not None
-        metrics = binary_metrics(log.path)
+        metrics = binary_metrics(log.path) if binary_tasks.get(task) else None
         if metrics is not None:
             fields = {"balanced_accuracy": metrics.balanced_accuracy, "f1": metrics.f1,
                       "precision_1": metrics.precision_1, "recall_1": metrics.recall_1,
