@@ -60,6 +60,7 @@ def plan_cost(workdir: Path, template: Path, units: int, reps: int, fresh: bool)
     cli = [sys.executable, "-m", "reconciler", "plan", str(exp), "--offline"]
     floor = [sys.executable, "-c", FLOOR_SCRIPT, str(exp / "artifact-paths.txt")]
     (exp / ".reconciler" / "eval-headers.json").unlink(missing_ok=True)
+    (exp / ".reconciler" / "plan-memo").unlink(missing_ok=True)
     cold = run_measured(cli)
     warm, floors = [], []
     for _ in range(reps):
@@ -87,16 +88,20 @@ def render(results: dict[str, Any]) -> str:
     if plans:
         out += ["### Plan cost (offline), Python API, in one process",
                 "",
-                "| units | artifact paths | stat floor | listing floor | warm plan | warm / floor | watch pass "
-                "| watch / floor | cold plan (CPU) | header reads (cold / warm) | us per unit (warm) |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| units | artifact paths | stat floor | listing floor | warm plan | warm / floor "
+                "| re-plan, one log changed | re-plan / floor | watch pass | watch / floor | cold plan (CPU) "
+                "| header reads (cold / warm / re-plan) | us per unit (warm) |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in plans.values():
             a = r["api"]
+            recalled = "" if a.get("warm_recalled", True) else " (not recalled!)"
             out.append(f"| {a['units']:,} | {a['artifact_paths']:,} | {fmt_s(a['floor_wall'])} "
-                       f"| {fmt_s(a['listing_floor_wall'])} | {fmt_s(a['warm_wall'])} "
-                       f"| {a['warm_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['watch_wall'])} "
+                       f"| {fmt_s(a['listing_floor_wall'])} | {fmt_s(a['warm_wall'])}{recalled} "
+                       f"| {a['warm_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['replan_wall'])} "
+                       f"| {a['replan_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['watch_wall'])} "
                        f"| {a['watch_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['cold_wall'])} ({fmt_s(a['cold_cpu'])}) "
-                       f"| {a['cold_header_reads']:,} / 0 | {1e6 * a['warm_wall'] / a['units']:.0f} |")
+                       f"| {a['cold_header_reads']:,} / 0 / {a['replan_header_reads']} "
+                       f"| {1e6 * a['warm_wall'] / a['units']:.0f} |")
         out += ["",
                 "### Plan cost (offline), the real CLI: `reconcile plan EXP --offline`, one process each",
                 "",
@@ -112,13 +117,14 @@ def render(results: dict[str, Any]) -> str:
                        f"| {c['peak_rss_mb']:.0f} MB | {shown[0]} | {shown[1]} |")
         sizes = list(plans.values())
         if len(sizes) >= 2:
-            growth = []
-            for small, big in zip(sizes, sizes[1:]):
-                a, b = small["api"], big["api"]
-                per_unit = (b["warm_wall"] / b["units"]) / (a["warm_wall"] / a["units"])
-                growth.append(f"{a['units']:,} -> {b['units']:,}: time x{b['warm_wall'] / a['warm_wall']:.1f} "
-                              f"for units x{b['units'] / a['units']:.1f} (per unit x{per_unit:.2f})")
-            out += ["", "Growth of warm plan time: " + "; ".join(growth) + "."]
+            for column, name in (("warm_wall", "warm plan"), ("replan_wall", "re-plan after a change")):
+                growth = []
+                for small, big in zip(sizes, sizes[1:]):
+                    a, b = small["api"], big["api"]
+                    per_unit = (b[column] / b["units"]) / (a[column] / a["units"])
+                    growth.append(f"{a['units']:,} -> {b['units']:,}: time x{b[column] / a[column]:.1f} "
+                                  f"for units x{b['units'] / a['units']:.1f} (per unit x{per_unit:.2f})")
+                out += ["", f"Growth of {name} time: " + "; ".join(growth) + "."]
     sq = results.get("squeue")
     if sq:
         out += ["", "### squeue parse", "",
@@ -175,7 +181,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         a, c = ten["api"], ten["cli"]
         rows.append(("warm plan, 10k units, CLI", fmt_s(c["warm"]["wall"]), "< 2 s", c["warm"]["wall"] < 2))
         ratio = a["warm_wall"] / a["floor_wall"]
-        rows.append(("warm plan / stat floor, 10k units (API)", f"{ratio:.1f}x", "<= 3x", ratio <= 3))
+        rows.append(("warm plan / stat floor, 10k units (API)", f"{ratio:.1f}x", "<= 3x",
+                     ratio <= 3 and a.get("warm_recalled", False)))
+        ratio = a["replan_wall"] / a["floor_wall"]
+        rows.append(("(not the issue's target) re-plan after one log changed / stat floor, 10k units",
+                     f"{ratio:.1f}x", "<= 3x", ratio <= 3))
         ratio = a["watch_wall"] / a["floor_wall"]
         rows.append(("watch pass / stat floor, 10k units (API, spec unchanged)", f"{ratio:.1f}x", "<= 3x", ratio <= 3))
         ratio = a["watch_wall"] / a["listing_floor_wall"]
@@ -195,9 +205,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     sizes = list(plans.values())
     if len(sizes) >= 2:
         a, b = sizes[0]["api"], sizes[1]["api"]
-        per_unit = (b["warm_wall"] / b["units"]) / (a["warm_wall"] / a["units"])
-        rows.append((f"near-linear: per-unit warm time {a['units']:,} -> {b['units']:,}", f"x{per_unit:.2f}", "<= x2",
-                     per_unit <= 2))
+        for column, name in (("warm_wall", "warm plan"), ("replan_wall", "re-plan")):
+            per_unit = (b[column] / b["units"]) / (a[column] / a["units"])
+            rows.append((f"near-linear: per-unit {name} time {a['units']:,} -> {b['units']:,}", f"x{per_unit:.2f}",
+                         "<= x2", per_unit <= 2))
     sq = results.get("squeue")
     if sq:
         rows.append(("parse a 50,000-line squeue answer", fmt_s(sq["parse_s"]), "< 0.5 s", sq["parse_s"] < 0.5))

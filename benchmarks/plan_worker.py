@@ -3,18 +3,20 @@
     python -m benchmarks.plan_worker EXP --reps 3          # prints one JSON object
 
 Imports are done before any timing (the CLI rows measure them). `cold` removes the reconciler's
-`.eval` header cache first, so every log header is read (and counted); the OS page cache is
-warm for every measurement (a shared machine's caches are not ours to drop); `warm` reuses it, and
-reads, validates and expands the spec as a new `reconcile plan` process does; `watch` is a pass
-of a running watch after its first (the spec unchanged, its expansion reused). The floor is `os.stat` on every path in the experiment's
-`artifact-paths.txt`, timed in this same process, interleaved with the plan repetitions so that
-load from other processes hits both alike. Times are the minimum over repetitions, wall and CPU.
+`.eval` header cache and its remembered plan first, so every log header is read (and counted); the
+OS page cache is warm for every measurement (a shared machine's caches are not ours to drop).
+`warm` is a new `reconcile plan` process's pass with nothing changed since the last: it recalls the
+remembered plan after stat-ing every input (pass_memo.py). `replan` follows a change to one log: the
+spec is read, validated and expanded, the journal and the header cache parsed, and the pass runs.
+`watch` is a pass of a running watch after its first (the spec unchanged, its expansion reused).
+The floor is `os.stat` on every path in the experiment's `artifact-paths.txt`, timed in this same
+process, interleaved with the plan repetitions so that load from other processes hits both alike.
+Times are the minimum over repetitions, wall and CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -23,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler import journal
+from reconciler import journal, loop, pass_memo
 from reconciler.gcpause import gc_paused, without_gc
-from reconciler.loop import HEADER_CACHE, load_desired, run_pass
+from reconciler.loop import HEADER_CACHE, load_desired, plan_pass, run_pass
 from reconciler.observe import evallogs
 from reconciler.plan import Policy
 from reconciler.spec.load import load_spec
@@ -53,10 +55,11 @@ def listing_floor(log_dirs: list[str], checkpoint_paths: list[str]) -> tuple[flo
 
 
 def forget_process_caches() -> None:
-    """What a new `reconcile plan` process starts without: the parsed header cache file and the
-    folded journal (it parses both whole)."""
+    """What a new `reconcile plan` process starts without: the parsed header cache file, the folded
+    journal (it parses both whole) and the expanded spec."""
     evallogs._LOADED.clear()
     journal._FOLDED.clear()
+    loop._LAST_LOADED.clear()
 
 
 @without_gc
@@ -65,20 +68,38 @@ def fresh_desired(exp: Path) -> Desired:
     return expand(load_spec(exp))
 
 
-def one_plan(exp: Path, watch: bool = False) -> tuple[float, float, dict[str, Any]]:
-    """One offline pass. `watch`: as every pass of a watch after the first (spec unchanged, so
-    `load_desired` returns the expansion it already has)."""
+def policy_of(desired: Desired) -> Policy:
+    return Policy(max_attempts=desired.loaded.spec.reconciler.max_attempts)
+
+
+def one_plan(exp: Path) -> tuple[float, float, dict[str, Any]]:
+    """One offline `reconcile plan`, as the CLI runs it (the remembered plan when its inputs hold)."""
     wall, cpu = time.perf_counter(), time.process_time()
-    # A new `reconcile plan` process runs without the collector (gcpause.one_shot_command); a watch
-    # keeps it on between passes, and each pass pauses it (loop.run_pass).
-    with contextlib.nullcontext() if watch else gc_paused():
-        desired = load_desired(exp) if watch else fresh_desired(exp)
-        result = run_pass(desired, None, Policy(max_attempts=desired.loaded.spec.reconciler.max_attempts),
-                          act=False)
+    # A new `reconcile plan` process runs without the collector (gcpause.one_shot_command).
+    with gc_paused():
+        the_plan, desired = plan_pass(exp, ("auto", None, ()), policy_for=policy_of, backend_for=None)
         # Timed before the collector resumes: the process would end here (and freeze it at exit).
         elapsed = time.perf_counter() - wall, time.process_time() - cpu
-    states = result.plan.state_counts()
-    return elapsed[0], elapsed[1], {"units": len(desired.units), "states": dict(states)}
+    return elapsed[0], elapsed[1], {"units": len(the_plan.units), "states": dict(the_plan.state_counts()),
+                                    "recalled": desired is None}
+
+
+def one_watch_pass(exp: Path) -> tuple[float, float]:
+    """Every pass of a watch after the first: the spec unchanged, so `load_desired` returns the
+    expansion it already has; the collector stays on between passes and each pass pauses it."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    desired = load_desired(exp)
+    run_pass(desired, None, policy_of(desired), act=False)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def settle(paths: list[str]) -> None:
+    """Wait until no input is younger than the memo's racy window: a plan does not trust one that is
+    (a freshly generated experiment; a real sweep's files are minutes or days old)."""
+    newest = max(os.stat(p).st_mtime_ns for p in paths)
+    wait = (newest + pass_memo.RACY_NS) / 1e9 + 0.5 - time.time()
+    if wait > 0:
+        time.sleep(wait)
 
 
 def measure(exp: Path, reps: int) -> dict[str, Any]:
@@ -96,41 +117,60 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
         if path.endswith(".eval"):
             with open(path, "rb") as fh:
                 fh.read()
-    cache = exp / ".reconciler" / HEADER_CACHE
+    settle(paths)
+    state = exp / ".reconciler"
+    cache = state / HEADER_CACHE
     cache.unlink(missing_ok=True)
+    (state / pass_memo.MEMO_NAME).unlink(missing_ok=True)
     log_dirs = [str(u.log_dir) for u in fresh_desired(exp).units if u.log_dir is not None]
     checkpoints = [p for p in paths if not p.endswith(".eval")]
+    logs = [p for p in paths if p.endswith(".eval")]
     floors = [stat_floor(paths)]
     listings = [listing_floor(log_dirs, checkpoints)]
+    forget_process_caches()
     cold_wall, cold_cpu, info = one_plan(exp)
     cold_reads = reads[0]
-    warm, watch = [], []
+    warm, replan, watch, recalled, replan_reads = [], [], [], [], []
     load_desired(exp)  # a watch's first pass expands the spec; the passes measured below reuse it
-    for _ in range(reps):
+    for rep in range(reps):
         floors.append(stat_floor(paths))
         listings.append(listing_floor(log_dirs, checkpoints))
         reads[0] = 0
         forget_process_caches()  # a "warm plan" is a new process's
-        warm.append(one_plan(exp)[:2])
-        watch.append(one_plan(exp, watch=True)[:2])
+        wall, cpu, warm_info = one_plan(exp)
+        warm.append((wall, cpu))
+        recalled.append(warm_info["recalled"])
         if reads[0]:
-            raise AssertionError(f"a warm pass read {reads[0]} headers again: the cache did not hold")
+            raise AssertionError(f"a warm plan read {reads[0]} headers again: the cache did not hold")
+        # One log changed since (a distinct mtime, older than the racy window): the plan runs again.
+        when = time.time() - 3600 - rep
+        os.utime(logs[rep % len(logs)], (when, when))
+        forget_process_caches()
+        wall, cpu, _ = one_plan(exp)
+        replan.append((wall, cpu))
+        replan_reads.append(reads[0])
+        watch.append(one_watch_pass(exp))
     return {
         "units": info["units"],
         "states": info["states"],
         "artifact_paths": len(paths),
-        "logs": sum(1 for p in paths if p.endswith(".eval")),
+        "logs": len(logs),
         "cold_wall": cold_wall,
         "cold_cpu": cold_cpu,
         "cold_header_reads": cold_reads,
         "warm_wall": min(w for w, _ in warm),
         "warm_cpu": min(c for _, c in warm),
+        "warm_recalled": all(recalled),
+        "replan_wall": min(w for w, _ in replan),
+        "replan_cpu": min(c for _, c in replan),
+        "replan_header_reads": max(replan_reads),
         "watch_wall": min(w for w, _ in watch),
         "watch_cpu": min(c for _, c in watch),
         "floor_wall": min(w for w, _ in floors),
         "floor_cpu": min(c for _, c in floors),
         "listing_floor_wall": min(w for w, _ in listings),
         "cache_bytes": cache.stat().st_size if cache.exists() else 0,
+        "memo_bytes": (state / pass_memo.MEMO_NAME).stat().st_size if (state / pass_memo.MEMO_NAME).exists() else 0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

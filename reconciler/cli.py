@@ -18,8 +18,8 @@ from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
-from reconciler.loop import PassResult, exit_code_for, load_desired, run_pass, watch
-from reconciler.plan import Policy
+from reconciler.loop import PassResult, exit_code_for, load_desired, plan_pass, run_pass, watch
+from reconciler.plan import Plan, Policy
 from reconciler.report import plan_render
 from reconciler.spec.units import Desired
 
@@ -102,32 +102,36 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
     """Show what apply would do, changing nothing."""
     one_shot_command()
     try:
-        desired = load_desired(exp)
-        _warn(desired)
-        policy = _policy(desired, max_attempts, replace)
-        chosen = _scheduler(desired, backend, offline)
-        result = run_pass(desired, chosen, policy, act=False)
+        the_plan, desired = plan_pass(
+            exp, (backend, max_attempts, replace),
+            policy_for=lambda d: _policy(d, max_attempts, replace),
+            backend_for=None if offline else (lambda state_dir: make_backend(backend, state_dir)[0]))
+        for warning in the_plan.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        if fmt == "markdown" and desired is None:
+            desired = load_desired(exp)  # the report names each unit's resources: from the spec
     except ReconcilerError as exc:
         # With --detailed-exitcode, 2 means "actions pending" (Terraform): an error must not look like it.
         if not detailed_exitcode:
             raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    _render_plan(result, desired, fmt)
-    if detailed_exitcode and result.plan.has_changes:
+    _render_plan(the_plan, desired, fmt)
+    if detailed_exitcode and the_plan.has_changes:
         sys.exit(2)
 
 
-def _render_plan(result: PassResult, desired: Desired, fmt: str) -> None:
+def _render_plan(the_plan: Plan, desired: Desired | None, fmt: str) -> None:
     out = sys.stdout
     if fmt == "json":
-        plan_render.write_json(result.plan, out)
+        plan_render.write_json(the_plan, out)
     elif fmt == "markdown":
         from reconciler.report import plan_markdown
 
-        plan_markdown.write_markdown(result.plan, out, desired)
+        assert desired is not None
+        plan_markdown.write_markdown(the_plan, out, desired)
     else:
-        plan_render.write_text(result.plan, out)
+        plan_render.write_text(the_plan, out)
 
 
 @main.command()

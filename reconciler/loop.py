@@ -13,6 +13,9 @@ from reconciler.backends.base import Backend, Snapshot
 from reconciler.errors import BackendUnavailable
 from reconciler.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
+from reconciler.observe import inputs
+from reconciler import pass_memo
+from reconciler.pass_memo import Question
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import Observation, all_done_on_disk, observe, observe_files
 from reconciler.plan import Plan, PlannedUnit, Policy, plan
@@ -32,6 +35,9 @@ class PassResult:
     scheduler_queried: bool = False
     elapsed: float = 0.0
     events: list[Event] = field(default_factory=list)
+    # What the scheduler was asked and answered (None: not asked, or it could not answer).
+    question: Question | None = None
+    snapshot: Snapshot | None = None
 
     @property
     def converged(self) -> bool:
@@ -64,32 +70,51 @@ def load_desired(target: Path) -> Desired:
     return desired
 
 
-def take_snapshot(desired: Desired, backend: Backend | None, view: JournalView,
-                  files_done: bool) -> tuple[Snapshot | None, str, bool]:
-    """One batched scheduler query, or none when nothing is in flight and nothing is left to do."""
+def scheduler_question(desired: Desired, backend: Backend | None, view: JournalView,
+                       files_done: bool) -> Question | None:
+    """What one batched scheduler query asks (tag prefix, in-flight job ids); None: no need to ask."""
     if backend is None:
-        return None, "offline: the scheduler was not asked", False
+        return None
     in_flight = view.in_flight_ids()
     if files_done and not in_flight:
-        return Snapshot(), "", False
+        return None
+    return tag_prefix(desired.experiment), tuple(sorted(in_flight))
+
+
+def ask(backend: Backend | None, question: Question | None) -> tuple[Snapshot | None, str]:
+    """The scheduler's answer, or None with the reason it is unknown."""
+    if backend is None:
+        return None, "offline: the scheduler was not asked"
+    if question is None:
+        return Snapshot(), ""  # nothing in flight and nothing left to do
     try:
-        return backend.query(tag_prefix(desired.experiment), sorted(in_flight)), "", True
+        return backend.query(question[0], list(question[1])), ""
     except BackendUnavailable as exc:
-        return None, f"scheduler unavailable: {exc}", True
+        return None, f"scheduler unavailable: {exc}"
 
 
 @without_gc
 def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
              options: ApplyOptions = ApplyOptions(),
-             prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None) -> PassResult:
-    """Observe, plan, and (when `act`) apply. `backend=None` plans offline."""
+             prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None,
+             answered: tuple[Question | None, Snapshot | None, str] | None = None) -> PassResult:
+    """Observe, plan, and (when `act`) apply. `backend=None` plans offline.
+
+    `answered`: a question this process already put to the scheduler, with the answer; reused if the
+    pass asks the same (one query per pass, even when a remembered plan was checked first).
+    """
     started = time.monotonic()
     state_dir = desired.layout.state_dir
     journal = Journal(state_dir)
+    inputs.note_path(journal.path)
     view = journal.read()
     cache = HeaderCache(state_dir / HEADER_CACHE if state_dir.is_dir() else None)
     files = observe_files(desired, cache)
-    snapshot, note, queried = take_snapshot(desired, backend, view, all_done_on_disk(files))
+    question = scheduler_question(desired, backend, view, all_done_on_disk(files))
+    if answered is not None and answered[0] == question:
+        snapshot, note = answered[1], answered[2]
+    else:
+        snapshot, note = ask(backend, question)
     events: list[Event] = []
     if act and snapshot is not None:
         events = record_observed(journal, view, snapshot, desired)
@@ -107,8 +132,51 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
         events.extend(applied.events)
     if act or state_dir.is_dir():
         cache.save()
-    return PassResult(plan=the_plan, observation=observation, applied=applied, scheduler_queried=queried,
-                      elapsed=time.monotonic() - started, events=events)
+    return PassResult(plan=the_plan, observation=observation, applied=applied, scheduler_queried=question is not None,
+                      elapsed=time.monotonic() - started, events=events, question=question, snapshot=snapshot)
+
+
+def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[Desired], Policy],
+              backend_for: Callable[[Path], Backend] | None) -> tuple[Plan, Desired | None]:
+    """`reconcile plan`: the remembered plan while every input stats as it did, else a pass, remembered.
+
+    `options` are the command's own (they are part of the memo's key); `backend_for` is None offline.
+    The Desired is None when the plan was recalled: the spec was not even expanded.
+    """
+    path = spec_path(target)
+    spec_file = os.path.abspath(path)
+    state_dir = Path(os.path.dirname(spec_file), ".reconciler")
+    try:
+        text = path.read_text(encoding="utf-8") if path.stat().st_size <= MAX_FILE_BYTES else None
+    except (OSError, UnicodeDecodeError):
+        text = None  # load_desired below says what is wrong
+    key = None if text is None else pass_memo.memo_key(spec_file, text, (options, backend_for is None))
+    answered = None
+    backend: Backend | None = None
+    if key is not None:
+        memo = pass_memo.recall(state_dir, key)
+        if memo is not None:
+            if backend_for is None:
+                snapshot, note = ask(None, None)
+            elif memo.question is None:
+                snapshot, note = Snapshot(), ""  # the pass did not ask: no backend to start
+            else:
+                backend = backend_for(state_dir)
+                snapshot, note = ask(backend, memo.question)
+            if pass_memo.answer_digest(snapshot, note) == memo.answer:
+                return memo.plan, None
+            answered = (memo.question, snapshot, note)
+    desired = load_desired(target)
+    policy = policy_for(desired)
+    if backend is None and backend_for is not None:
+        backend = backend_for(desired.layout.state_dir)
+    if key is None or desired.layout.state_dir != state_dir or not state_dir.is_dir():
+        return run_pass(desired, backend, policy, act=False, answered=answered).plan, desired
+    with inputs.recording() as record:
+        result = run_pass(desired, backend, policy, act=False, answered=answered)
+    pass_memo.remember(state_dir, key, record, result.plan, result.question,
+                       pass_memo.answer_digest(result.snapshot, result.plan.scheduler_note))
+    return result.plan, desired
 
 
 def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[[PassResult], None],

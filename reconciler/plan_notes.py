@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from reconciler.journal import JournalView
+from reconciler.observe import inputs
 from reconciler.observe.observation import read_script_fingerprint
 from reconciler.plan import SUBMITTING, Plan, PlannedUnit
 from reconciler.scaffold.remedies import Remedy, baseline, failure_cause, next_remedy
@@ -35,6 +36,7 @@ def _with_notes(p: PlannedUnit, unit: Unit, desired: Desired, view: JournalView)
 
 def script_note(unit: Unit) -> tuple[str, str]:
     """("foreign" | "drift" | "", what to tell the user) for the unit's existing script."""
+    inputs.note_path(unit.script)
     if not (unit.script.exists() or unit.script.is_symlink()):
         return "", ""
     found = read_script_fingerprint(unit.script)

@@ -49,6 +49,28 @@ def epoch_evidence(epoch_dir: Path, final: bool) -> EpochEvidence:
 LAST_WRITTEN = ("adapter_config.json", "adapter_weights/adapter_config.json", "config.json")
 
 
+# Every file the final-epoch check stats or reads, beside the directories whose listing decides
+# whether the others exist.
+FINAL_EPOCH_FILES = ("model.safetensors.index.json", "model.safetensors", "adapter_model.safetensors",
+                     "adapter_weights", "adapter_weights/adapter_model.safetensors", "adapter_config.json",
+                     "adapter_weights/adapter_config.json", "config.json")
+
+
+def epoch_inputs(epoch_dir: Path, final: bool) -> list[str]:
+    """The paths `epoch_evidence` depends on, directory first: while each stats the same, so does it."""
+    base = str(epoch_dir)
+    if not final:
+        return [base, os.path.join(base, "recipe_state.pt")]
+    paths = [base, *(os.path.join(base, name) for name in FINAL_EPOCH_FILES)]
+    try:
+        with open(os.path.join(base, "model.safetensors.index.json"), "rb") as fh:
+            weight_map = json.loads(fh.read())["weight_map"]
+        paths.extend(os.path.join(base, str(shard)) for shard in sorted(set(weight_map.values())))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no index (the usual LoRA epoch), or one that does not parse: its own stat is enough
+    return paths
+
+
 def _latest_mtime(epoch_dir: Path, names: tuple[str, ...]) -> float | None:
     mtimes = []
     for name in names:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from reconciler.observe import inputs
+
 if sys.version_info < (3, 14):
     import zipfile_zstd  # noqa: F401  (patches zipfile for zstd members; inspect-ai depends on it)
 
@@ -212,6 +214,9 @@ def _read_with_retry(path: Path, mtime: float) -> LogSummary:
 def scan_dir(log_dir: Path | str, cache: HeaderCache) -> list[LogSummary]:
     """Every `.eval` log in a directory (inspect's `.inspect_tmp_*` files are skipped)."""
     out = []
+    recording = inputs.active()
+    if recording:
+        inputs.note_path(log_dir)  # before listing: a log added or removed later changes its mtime
     try:
         entries = list(os.scandir(log_dir))
     except (FileNotFoundError, NotADirectoryError):
@@ -224,6 +229,8 @@ def scan_dir(log_dir: Path | str, cache: HeaderCache) -> list[LogSummary]:
                 st = entry.stat()
             except FileNotFoundError:
                 continue
+            if recording:
+                inputs.note(entry.path, st)
             out.append(summary(entry.path, st))
     return out
 

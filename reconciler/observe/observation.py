@@ -8,7 +8,8 @@ from pathlib import Path
 
 from reconciler.backends.base import Job, Snapshot
 from reconciler.journal import JournalView
-from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence
+from reconciler.observe import inputs
+from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence, epoch_inputs
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
 from reconciler.spec.units import Desired, Unit, tag_for
 
@@ -53,9 +54,14 @@ def observe_files(desired: Desired, cache: HeaderCache) -> FileEvidence:
     dialect = layout.dialect
     # Keyed by the path string: hashing a Path is a Python call, and v0.2 cells share one directory.
     dir_logs: dict[str, list[LogSummary]] = {}
+    recording = inputs.active()
     for unit in desired.units:
         if unit.kind == "finetune":
             last = len(unit.epochs) - 1
+            if recording:
+                for i, n in enumerate(unit.epochs):
+                    for path in epoch_inputs(layout.epoch_dir(unit.run, n), final=(i == last)):
+                        inputs.note_path(path)
             evidence = tuple(
                 epoch_evidence(layout.epoch_dir(unit.run, n), final=(i == last))
                 for i, n in enumerate(unit.epochs)
@@ -206,6 +212,7 @@ FINGERPRINT_MARK = "# reconciler-fingerprint:"
 
 def read_script_fingerprint(script: Path) -> str | None:
     """The fingerprint a rendered script carries in its header (None: not ours, or absent)."""
+    inputs.note_path(script)
     try:
         with open(script, encoding="utf-8", errors="replace") as fh:
             for _, line in zip(range(8), fh):
@@ -228,6 +235,7 @@ def shows_oom(text: str) -> bool:
 
 def stdout_shows_oom(pattern: Path, job_id: str) -> bool:
     path = Path(str(pattern).replace("%j", job_id))
+    inputs.note_path(path)
     try:
         with open(path, "rb") as fh:
             size = fh.seek(0, 2)

@@ -1,0 +1,128 @@
+"""The last plan, kept with the stat of every file its pass read; reused while each stats the same.
+
+A plan is a pure function of the spec text, the files observed and the scheduler's answer. A pass
+run under `inputs.recording()` notes every path it stats, lists or reads, before reading it. The
+next `reconcile plan` stats those paths again: if each gives the same (mtime_ns, size, inode), the
+spec text and options are the same, and the scheduler gives the same answer to the same question,
+the pass would plan the same, so the remembered plan is returned without expanding the spec,
+reading the journal or any header. Anything else runs the pass, which is remembered in turn.
+
+As git does for its index, a memo is not written while an input's mtime is within RACY_NS of the
+memo's own: a file changed again within the same clock tick would keep its mtime and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import Path
+
+from reconciler.backends.base import Snapshot
+from reconciler.observe import inputs
+from reconciler.plan import Plan, PlannedUnit
+
+MEMO_NAME = "plan-memo"
+FORMAT = 1
+# Coarser than any filesystem's mtime granularity we know of (FAT: 2 s; ext4, XFS, NFS: 1 s or finer).
+RACY_NS = 2_000_000_000
+
+_UNIT_FIELDS = tuple(f.name for f in fields(PlannedUnit))
+Question = tuple[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Memo:
+    plan: Plan
+    question: Question | None  # what the pass asked the scheduler (None: nothing)
+    answer: str  # digest of what it answered
+
+
+@cache
+def code_signature() -> str:
+    """The running reconciler's code: an edited module (an editable install) must not reuse a memo."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256(sys.version.encode())
+    for path in sorted(root.rglob("*.py")):
+        st = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def memo_key(spec_file: str, text: str, options: tuple[object, ...]) -> str:
+    digest = hashlib.sha256(code_signature().encode())
+    digest.update(f"\0{spec_file}\0{options!r}\0".encode())
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def answer_digest(snapshot: Snapshot | None, note: str) -> str:
+    """The scheduler's answer in a stable form (job order and dict order do not matter)."""
+    jobs = None if snapshot is None else (sorted(map(repr, snapshot.jobs.values())), sorted(snapshot.missing))
+    return hashlib.sha256(repr((jobs, note)).encode()).hexdigest()
+
+
+def recall(state_dir: Path, key: str) -> Memo | None:
+    """The remembered plan if its key matches and every input it read stats the same; else None."""
+    try:
+        raw = (state_dir / MEMO_NAME).read_bytes()
+    except OSError:
+        return None
+    # A torn or foreign file is a miss, never an error: this is only a cache.
+    if len(raw) < 4 or zlib.crc32(memoryview(raw)[4:]) != int.from_bytes(raw[:4], "big"):
+        return None
+    try:
+        doc = marshal.loads(raw[4:])
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key:
+            return None
+        if not inputs.unchanged(doc["paths"], doc["stats"]):
+            return None
+        kept = doc["plan"]
+        plan = Plan(experiment=kept[0], scheduler_known=kept[1], scheduler_note=kept[2], warnings=tuple(kept[3]),
+                    units=tuple(PlannedUnit(*row) for row in kept[4]))
+        question = doc["question"]
+        return Memo(plan=plan, question=None if question is None else (question[0], tuple(question[1])),
+                    answer=doc["answer"])
+    except (ValueError, EOFError, TypeError, KeyError, IndexError):
+        return None
+
+
+def remember(state_dir: Path, key: str, record: dict[str, inputs.Stat], plan: Plan,
+             question: Question | None, answer: str) -> bool:
+    """Write the memo; False when it was not (an input too recent to trust, or the write failed)."""
+    newest = max((stat[0] for stat in record.values() if stat is not None), default=0)
+    rows = [tuple(getattr(unit, name) for name in _UNIT_FIELDS) for unit in plan.units]
+    doc = {
+        "format": FORMAT, "key": key, "paths": list(record), "stats": list(record.values()),
+        "question": question, "answer": answer,
+        "plan": (plan.experiment, plan.scheduler_known, plan.scheduler_note, list(plan.warnings), rows),
+    }
+    body = marshal.dumps(doc)
+    data = zlib.crc32(body).to_bytes(4, "big") + body
+    target = state_dir / MEMO_NAME
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{MEMO_NAME}.", suffix=".tmp", dir=state_dir)
+    except OSError:
+        return False
+    try:
+        os.chmod(tmp, 0o644)  # as the journal and the header cache (mkstemp makes it 0600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            written = os.fstat(fh.fileno()).st_mtime_ns  # the file system's clock, as the inputs' mtimes
+        if newest >= written - RACY_NS:
+            os.unlink(tmp)
+            return False
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False

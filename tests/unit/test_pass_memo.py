@@ -1,0 +1,270 @@
+"""`reconcile plan` reuses its last plan while every file it read stats the same, and never a stale one."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler import pass_memo
+from reconciler.backends.base import Job, Snapshot
+from reconciler.cli import main
+from reconciler.journal import Journal
+from reconciler.loop import load_desired, plan_pass, run_pass
+from reconciler.observe.checkpoints import epoch_evidence, epoch_inputs
+from reconciler.plan import Plan, Policy
+from reconciler.spec.units import Desired, tag_for
+from tests.unit.converged_fixture import build_converged
+from tests.unit.test_observe import eval_log, safetensors
+
+OPTIONS = ("auto", None, ())
+
+
+def policy_of(desired: Desired) -> Policy:
+    return Policy(max_attempts=desired.loaded.spec.reconciler.max_attempts)
+
+
+def planned(exp: Path, backend_for: Callable[[Path], object] | None = None) -> tuple[Plan, bool]:
+    """The plan `reconcile plan` shows, and whether it was recalled rather than planned."""
+    the_plan, desired = plan_pass(exp, OPTIONS, policy_for=policy_of, backend_for=backend_for)  # type: ignore[arg-type]
+    return the_plan, desired is None
+
+
+def planned_afresh(exp: Path) -> Plan:
+    desired = load_desired(exp)
+    return run_pass(desired, None, policy_of(desired), act=False).plan
+
+
+def age(paths: Collection[Path], seconds_ago: float) -> None:
+    """Give paths an mtime in the past: a memo is not written while an input changed within RACY_NS."""
+    when = time.time() - seconds_ago
+    for path in paths:
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
+def age_tree(root: Path, seconds_ago: float = 1000) -> None:
+    age([root, *root.rglob("*")], seconds_ago)
+
+
+@pytest.fixture
+def exp(tmp_path: Path) -> Path:
+    build_converged(tmp_path / "exp")
+    age_tree(tmp_path / "exp")
+    return tmp_path / "exp"
+
+
+def a_log(exp: Path, index: int = 0) -> Path:
+    logs = sorted((exp).rglob("*.eval"))
+    return logs[index % len(logs)]
+
+
+def test_a_second_plan_is_recalled_and_identical(exp: Path) -> None:
+    first, recalled = planned(exp)
+    assert not recalled and (exp / ".reconciler" / pass_memo.MEMO_NAME).exists()
+    second, recalled = planned(exp)
+    assert recalled and second == first
+    assert second.state_counts()["done"] == len(second.units)
+
+
+def test_the_cli_prints_the_same_plan_from_memory(exp: Path) -> None:
+    runner = CliRunner()
+    outputs = [runner.invoke(main, ["plan", str(exp), "--offline", "--format", fmt]) for fmt in ("text", "json") * 2]
+    assert all(o.exit_code == 0 for o in outputs), outputs[0].output
+    assert outputs[0].output == outputs[2].output and outputs[1].output == outputs[3].output
+    assert "10 done" in outputs[2].output
+
+
+def test_inputs_changed_within_the_racy_window_are_not_trusted(tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    build_converged(exp)
+    age_tree(exp, 0)  # every file written just now
+    planned(exp)
+    assert not (exp / ".reconciler" / pass_memo.MEMO_NAME).exists()
+    assert not planned(exp)[1]
+
+
+# Each change a user or a job makes; the paths it touched (they get a new mtime, as a later write would).
+def rewrite_log_as_failure(exp: Path, rng: random.Random) -> list[Path]:
+    log = a_log(exp, rng.randrange(100))
+    eval_log(log, status="error")  # in place: same name, same inode
+    return [log]
+
+
+def add_a_log(exp: Path, rng: random.Random) -> list[Path]:
+    log = a_log(exp, rng.randrange(100))
+    new = log.with_name(f"2027-01-01T00-00-00_extra_{rng.randrange(10**6)}.eval")
+    eval_log(new, status=rng.choice(["error", "success"]))
+    return [new, new.parent]
+
+
+def remove_a_log(exp: Path, rng: random.Random) -> list[Path]:
+    log = a_log(exp, rng.randrange(100))
+    log.unlink()
+    return [log.parent]
+
+
+def remove_a_recipe_state(exp: Path, rng: random.Random) -> list[Path]:
+    states = sorted(exp.rglob("recipe_state.pt"))
+    if not states:
+        return []
+    state = states[rng.randrange(len(states))]
+    state.unlink()
+    return [state.parent]
+
+
+def garble_a_final_adapter_config(exp: Path, rng: random.Random) -> list[Path]:
+    configs = sorted(p for p in exp.rglob("adapter_config.json") if not (p.parent / "recipe_state.pt").exists())
+    if not configs:
+        return []
+    config = configs[rng.randrange(len(configs))]
+    config.write_text('{"r": ')
+    return [config]
+
+
+def truncate_a_final_adapter(exp: Path, rng: random.Random) -> list[Path]:
+    adapters = sorted(p for p in exp.rglob("adapter_model.safetensors") if not (p.parent / "recipe_state.pt").exists())
+    if not adapters:
+        return []
+    adapter = adapters[rng.randrange(len(adapters))]
+    safetensors(adapter, truncate=4)
+    return [adapter]
+
+
+def journal_a_failure(exp: Path, rng: random.Random) -> list[Path]:
+    desired = load_desired(exp)
+    unit = desired.units[rng.randrange(len(desired.units))]
+    job = str(1000 + rng.randrange(10**6))
+    journal = Journal(desired.layout.state_dir)
+    journal.append("submitted", unit=unit.key, job_id=job, fingerprint=unit.fingerprint, after=[])
+    journal.append("job_state", unit=unit.key, job_id=job, state="FAILED", exit_code=1)
+    return [journal.path]
+
+
+def edit_the_spec(exp: Path, rng: random.Random) -> list[Path]:
+    spec = exp / "experiment_summary.yaml"
+    spec.write_text(spec.read_text() + f"# edited {rng.randrange(10**6)}\n")
+    return [spec]
+
+
+CHANGES = [rewrite_log_as_failure, add_a_log, remove_a_log, remove_a_recipe_state, garble_a_final_adapter_config,
+           truncate_a_final_adapter, journal_a_failure, edit_the_spec]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda c: c.__name__)
+def test_each_change_is_seen(exp: Path, change: Callable[[Path, random.Random], list[Path]]) -> None:
+    before, _ = planned(exp)
+    touched = change(exp, random.Random(0))
+    age(touched, 500)  # older than the racy window, newer than the memo's inputs
+    after, recalled = planned(exp)
+    assert not recalled
+    assert after == planned_afresh(exp)
+    if change not in (add_a_log, edit_the_spec):  # a complete log still wins; a comment plans the same
+        assert after != before
+    assert planned(exp) == (after, True)  # and the new plan is remembered in turn
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from([None, *CHANGES]), st.integers(0, 10**6)), min_size=1, max_size=5))
+def test_any_sequence_of_changes_plans_as_a_fresh_pass(tmp_path_factory: pytest.TempPathFactory,
+                                                       steps: list[tuple[Callable[..., list[Path]] | None, int]]) -> None:
+    exp = tmp_path_factory.mktemp("seq") / "exp"
+    build_converged(exp)
+    age_tree(exp, 10_000)
+    recalls = 0
+    for n, (change, seed) in enumerate(steps):
+        if change is not None:
+            age(change(exp, random.Random(seed)), 9_000 - n)  # a distinct mtime for every step
+        the_plan, recalled = planned(exp)
+        recalls += recalled
+        assert the_plan == planned_afresh(exp), [c and c.__name__ for c, _ in steps[: n + 1]]
+        if change is None and n > 0:
+            assert recalled  # nothing changed since the last plan
+    shutil.rmtree(exp.parent, ignore_errors=True)
+
+
+def test_a_torn_or_foreign_memo_is_planned_again(exp: Path) -> None:
+    first, _ = planned(exp)
+    memo = exp / ".reconciler" / pass_memo.MEMO_NAME
+    for damage in (memo.read_bytes()[:-7], b"", b"\0" * 40, b"not a memo at all"):
+        memo.write_bytes(damage)
+        assert planned(exp) == (first, False)
+    assert planned(exp) == (first, True)
+
+
+def test_a_new_code_version_plans_again(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, _ = planned(exp)
+    monkeypatch.setattr(pass_memo, "code_signature", lambda: "another version")
+    assert planned(exp) == (first, False)
+
+
+class CountingScheduler:
+    """Answers as a scheduler with the given jobs would, and counts the questions."""
+
+    def __init__(self, jobs: list[Job]):
+        self.jobs = jobs
+        self.queries = 0
+
+    def query(self, tag_prefix: str, job_ids: Collection[str]) -> Snapshot:
+        self.queries += 1
+        return Snapshot(jobs={j.job_id: j for j in self.jobs if (j.tag or "").startswith(tag_prefix)})
+
+
+def test_online_plan_asks_the_scheduler_once_and_sees_its_new_answer(exp: Path) -> None:
+    log = a_log(exp)
+    log.unlink()
+    age([log.parent], 500)
+    scheduler = CountingScheduler([])
+    first, recalled = planned(exp, lambda _: scheduler)
+    assert (scheduler.queries, recalled) == (1, False)
+    assert planned(exp, lambda _: scheduler) == (first, True) and scheduler.queries == 2
+    missing = next(u for u in first.units if u.state != "done")  # its job ended, its log is gone
+    scheduler.jobs = [Job(job_id="77", state="RUNNING", tag=tag_for(first.experiment, missing.key))]
+    third, recalled = planned(exp, lambda _: scheduler)
+    assert not recalled and scheduler.queries == 3  # one question for the check and the pass together
+    assert next(u for u in third.units if u.key == missing.key).state == "running"
+
+
+def test_converged_online_plan_asks_nothing(exp: Path) -> None:
+    scheduler = CountingScheduler([])
+    planned(exp, lambda _: scheduler)
+    assert planned(exp, lambda _: scheduler)[1] and scheduler.queries == 0
+
+
+@pytest.mark.parametrize("layout", ["top", "adapter_weights", "merged"])
+def test_epoch_inputs_hold_every_file_the_final_epoch_check_opens(tmp_path: Path, layout: str) -> None:
+    d = tmp_path / "epoch_2"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    if layout == "merged":
+        (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "m-1.safetensors", "b": "m-2.safetensors"}}')
+        safetensors(d / "m-1.safetensors")
+        safetensors(d / "m-2.safetensors")
+    sub = d / "adapter_weights" if layout == "adapter_weights" else d
+    sub.mkdir(exist_ok=True)
+    safetensors(sub / "adapter_model.safetensors")
+    (sub / "adapter_config.json").write_text('{"r": 4}')
+    opened: list[str] = []
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "open" and isinstance(args[0], str) and args[0].startswith(str(tmp_path)):
+            opened.append(args[0])
+
+    sys.addaudithook(hook)  # hooks cannot be removed: this one only records paths under tmp_path
+    assert epoch_evidence(d, final=True).state == "complete"
+    assert opened and set(opened) <= set(epoch_inputs(d, final=True))
+
+
+def test_memo_file_is_written_atomically_beside_the_journal(exp: Path) -> None:
+    planned(exp)
+    names = sorted(p.name for p in (exp / ".reconciler").iterdir())
+    assert pass_memo.MEMO_NAME in names and not [n for n in names if n.endswith(".tmp")]
+    assert oct((exp / ".reconciler" / pass_memo.MEMO_NAME).stat().st_mode & 0o777) == "0o644"
