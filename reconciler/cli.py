@@ -18,7 +18,7 @@ from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
-from reconciler.loop import PassResult, exit_code_for, load_desired, plan_pass, run_pass, watch
+from reconciler.loop import PassResult, exit_code_for, load_desired, plan_pass, run_pass, watch, watch_pass
 from reconciler.plan import Plan, Policy
 from reconciler.report import plan_render
 from reconciler.spec.units import Desired
@@ -287,7 +287,9 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
             nonlocal desired
             # Re-read the spec each pass in watch mode: edits take effect, broken edits stop the watch.
             desired = load_desired(exp) if watch_ else desired
-            result = run_pass(desired, backend, _policy(desired, max_attempts, replace) if watch_ else policy,
+            # A watch's pass that would repeat the last one (nothing it read has changed) is not run again.
+            one_pass = watch_pass if watch_ else run_pass
+            result = one_pass(desired, backend, _policy(desired, max_attempts, replace) if watch_ else policy,
                               act=True, options=options, prepare=prepare_unit)
             for warning in record_pass(desired, result).warnings:
                 click.echo(f"warning: {warning}", err=True)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from reconciler import pass_memo
 from reconciler.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
 from reconciler.backends.base import Backend, Snapshot
 from reconciler.errors import BackendUnavailable
 from reconciler.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
 from reconciler.observe import inputs
-from reconciler import pass_memo
-from reconciler.pass_memo import Question
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import Observation, all_done_on_disk, observe, observe_files
+from reconciler.pass_memo import Question
 from reconciler.plan import Plan, PlannedUnit, Policy, plan
 from reconciler.plan_notes import annotate
 from reconciler.spec.load import load_spec, spec_path
@@ -134,6 +134,59 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
         cache.save()
     return PassResult(plan=the_plan, observation=observation, applied=applied, scheduler_queried=question is not None,
                       elapsed=time.monotonic() - started, events=events, question=question, snapshot=snapshot)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A watch's last pass, with what it read and asked: the next pass is the same while they are."""
+
+    desired: Desired
+    backend: Backend | None
+    policy: Policy
+    act: bool
+    paths: list[str]
+    stats: list[inputs.Stat]
+    question: Question | None
+    answer: str
+    result: PassResult
+
+
+_KEPT: list[_Kept] = []
+
+
+def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
+               options: ApplyOptions = ApplyOptions(),
+               prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None) -> PassResult:
+    """A pass of a watch: the last pass's result again when every input it read stats the same and
+    the scheduler answers the same question the same (as `reconcile plan`'s memo, kept in memory).
+
+    Only a pass that changed nothing is kept: no plan action, no event journaled. Most passes of a
+    long sweep see nothing new (fine-tunes take hours, the poll is a minute): they cost a stat per input.
+    """
+    started = time.monotonic()
+    answered = None
+    kept = _KEPT[0] if _KEPT else None
+    _KEPT.clear()
+    if kept is not None and kept.desired is desired and kept.backend is backend and kept.policy == policy \
+            and kept.act == act and inputs.unchanged(kept.paths, kept.stats):
+        snapshot, note = ask(backend, kept.question)
+        if pass_memo.answer_digest(snapshot, note) == kept.answer:
+            _KEPT.append(kept)
+            now = time.time()
+            observation = replace(kept.result.observation,
+                                  read_at={source: now for source in kept.result.observation.read_at})
+            return replace(kept.result, observation=observation, elapsed=time.monotonic() - started,
+                           snapshot=snapshot, events=[])
+        answered = (kept.question, snapshot, note)
+    with inputs.recording() as record:
+        result = run_pass(desired, backend, policy, act=act, options=options, prepare=prepare, answered=answered)
+    if result.events or result.plan.has_changes or result.applied is not None:
+        return result
+    now_ns = pass_memo.fs_clock_ns(desired.layout.state_dir)
+    if now_ns is not None and pass_memo.settled(record, now_ns):
+        _KEPT.append(_Kept(desired, backend, policy, act, list(record), list(record.values()), result.question,
+                           pass_memo.answer_digest(result.snapshot, result.plan.scheduler_note), result))
+    return result
 
 
 def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[Desired], Policy],

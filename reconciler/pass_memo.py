@@ -92,10 +92,28 @@ def recall(state_dir: Path, key: str) -> Memo | None:
         return None
 
 
+def fs_clock_ns(directory: Path) -> int | None:
+    """The file system's clock (the one that stamps the inputs' mtimes): a new file's mtime."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{MEMO_NAME}.clock.", suffix=".tmp", dir=directory)
+    except OSError:
+        return None
+    try:
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
+
+
+def settled(record: dict[str, inputs.Stat], now_ns: int) -> bool:
+    """No input changed within RACY_NS of `now_ns` (read from the file system's clock)."""
+    newest = max((stat[0] for stat in record.values() if stat is not None), default=0)
+    return newest < now_ns - RACY_NS
+
+
 def remember(state_dir: Path, key: str, record: dict[str, inputs.Stat], plan: Plan,
              question: Question | None, answer: str) -> bool:
     """Write the memo; False when it was not (an input too recent to trust, or the write failed)."""
-    newest = max((stat[0] for stat in record.values() if stat is not None), default=0)
     rows = [tuple(getattr(unit, name) for name in _UNIT_FIELDS) for unit in plan.units]
     doc = {
         "format": FORMAT, "key": key, "paths": list(record), "stats": list(record.values()),
@@ -115,7 +133,7 @@ def remember(state_dir: Path, key: str, record: dict[str, inputs.Stat], plan: Pl
             fh.write(data)
             fh.flush()
             written = os.fstat(fh.fileno()).st_mtime_ns  # the file system's clock, as the inputs' mtimes
-        if newest >= written - RACY_NS:
+        if not settled(record, written):
             os.unlink(tmp)
             return False
         os.replace(tmp, target)

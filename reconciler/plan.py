@@ -33,7 +33,10 @@ class Policy:
     replace_outdated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 4x the
+# cost, and a pass builds one per unit (a recalled plan, 10k of them). Nothing assigns to one:
+# `dataclasses.replace` makes a new one. unsafe_hash keeps it hashable, as a frozen one was.
+@dataclass(slots=True, unsafe_hash=True)
 class PlannedUnit:
     key: str
     kind: str

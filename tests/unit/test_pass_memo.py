@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import pass_memo
+from reconciler import loop, pass_memo
 from reconciler.backends.base import Job, Snapshot
 from reconciler.cli import main
 from reconciler.journal import Journal
-from reconciler.loop import load_desired, plan_pass, run_pass
+from reconciler.loop import load_desired, plan_pass, run_pass, watch_pass
 from reconciler.observe.checkpoints import epoch_evidence, epoch_inputs
 from reconciler.plan import Plan, Policy
 from reconciler.spec.units import Desired, tag_for
@@ -268,3 +268,66 @@ def test_memo_file_is_written_atomically_beside_the_journal(exp: Path) -> None:
     names = sorted(p.name for p in (exp / ".reconciler").iterdir())
     assert pass_memo.MEMO_NAME in names and not [n for n in names if n.endswith(".tmp")]
     assert oct((exp / ".reconciler" / pass_memo.MEMO_NAME).stat().st_mode & 0o777) == "0o644"
+
+
+def counting_observe(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many passes observed the files (a kept pass is returned without observing)."""
+    calls = [0]
+    real = loop.observe_files
+
+    def observe_files(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "observe_files", observe_files)
+    return calls
+
+
+def test_a_watch_pass_with_nothing_new_returns_the_last_result(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    observed = counting_observe(monkeypatch)
+    desired = load_desired(exp)
+    scheduler = CountingScheduler([])
+    passes = [watch_pass(desired, scheduler, policy_of(desired), act=True) for _ in range(3)]  # type: ignore[arg-type]
+    assert observed[0] == 1 and all(p.plan == passes[0].plan for p in passes)
+    assert passes[-1].converged and not passes[-1].events
+    add_a_log(exp, random.Random(1))  # written now: seen, and not trusted until it is 2 s old
+    after = [watch_pass(desired, scheduler, policy_of(desired), act=True) for _ in range(2)]  # type: ignore[arg-type]
+    assert observed[0] == 3 and after[0].plan == passes[0].plan  # a complete log still wins
+
+
+def test_a_watch_pass_sees_a_changed_log(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    observed = counting_observe(monkeypatch)
+    desired = load_desired(exp)
+    first = watch_pass(desired, None, policy_of(desired), act=False)
+    age(rewrite_log_as_failure(exp, random.Random(2)), 500)
+    second = watch_pass(desired, None, policy_of(desired), act=False)
+    assert observed[0] == 2 and second.plan != first.plan and second.plan == planned_afresh(exp)
+
+
+def test_a_watch_pass_that_would_act_is_never_kept(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    age(remove_a_log(exp, random.Random(3)), 500)
+    observed = counting_observe(monkeypatch)
+    desired = load_desired(exp)
+    scheduler = CountingScheduler([])  # the job of the unit whose log is gone has ended: it is resubmitted
+    for _ in range(2):
+        result = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
+        assert result.plan.has_changes
+    assert observed[0] == 2
+
+
+def test_a_watch_pass_asks_again_and_follows_the_answer(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    age(remove_a_log(exp, random.Random(4)), 500)
+    desired = load_desired(exp)
+    journal = Journal(desired.layout.state_dir)
+    unit = next(u for u in desired.units if u.kind == "eval" and not (u.log_dir and any(u.log_dir.glob("*.eval"))))
+    journal.append("submitted", unit=unit.key, job_id="88", fingerprint=unit.fingerprint, after=[])
+    age([journal.path], 400)
+    scheduler = CountingScheduler([Job(job_id="88", state="RUNNING", tag=tag_for(desired.experiment, unit.key))])
+    observed = counting_observe(monkeypatch)
+    first = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
+    again = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
+    assert (observed[0], scheduler.queries) == (1, 2) and again.plan == first.plan
+    scheduler.jobs = [Job(job_id="88", state="PENDING", tag=tag_for(desired.experiment, unit.key))]
+    third = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
+    assert (observed[0], scheduler.queries) == (2, 3)
+    assert next(u for u in third.plan.units if u.key == unit.key).state == "queued"
