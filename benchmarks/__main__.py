@@ -89,9 +89,10 @@ def render(results: dict[str, Any]) -> str:
         out += ["### Plan cost (offline), Python API, in one process",
                 "",
                 "| units | artifact paths | stat floor | listing floor | warm plan | warm / floor "
-                "| re-plan, one log changed | re-plan / floor | watch pass | watch / floor | cold plan (CPU) "
+                "| re-plan, one log changed | re-plan / floor | watch pass, nothing new | watch / floor "
+                "| watch pass, one log changed | / floor | cold plan (CPU) "
                 "| header reads (cold / warm / re-plan) | us per unit (warm) |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in plans.values():
             a = r["api"]
             recalled = "" if a.get("warm_recalled", True) else " (not recalled!)"
@@ -99,7 +100,9 @@ def render(results: dict[str, Any]) -> str:
                        f"| {fmt_s(a['listing_floor_wall'])} | {fmt_s(a['warm_wall'])}{recalled} "
                        f"| {a['warm_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['replan_wall'])} "
                        f"| {a['replan_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['watch_wall'])} "
-                       f"| {a['watch_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['cold_wall'])} ({fmt_s(a['cold_cpu'])}) "
+                       f"| {a['watch_wall'] / a['floor_wall']:.1f}x | {fmt_s(a['watch_changed_wall'])} "
+                       f"| {a['watch_changed_wall'] / a['floor_wall']:.1f}x "
+                       f"| {fmt_s(a['cold_wall'])} ({fmt_s(a['cold_cpu'])}) "
                        f"| {a['cold_header_reads']:,} / 0 / {a['replan_header_reads']} "
                        f"| {1e6 * a['warm_wall'] / a['units']:.0f} |")
         out += ["",
@@ -187,10 +190,14 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         rows.append(("(not the issue's target) re-plan after one log changed / stat floor, 10k units",
                      f"{ratio:.1f}x", "<= 3x", ratio <= 3))
         ratio = a["watch_wall"] / a["floor_wall"]
-        rows.append(("watch pass / stat floor, 10k units (API, spec unchanged)", f"{ratio:.1f}x", "<= 3x", ratio <= 3))
-        ratio = a["watch_wall"] / a["listing_floor_wall"]
-        rows.append(("(not the issue's floor) watch pass / listing floor, 10k units", f"{ratio:.1f}x", "<= 3x",
+        rows.append(("watch pass with nothing new / stat floor, 10k units (API)", f"{ratio:.1f}x", "<= 3x",
                      ratio <= 3))
+        ratio = a["watch_changed_wall"] / a["floor_wall"]
+        rows.append(("(not the issue's target) watch pass after one log changed / stat floor, 10k units",
+                     f"{ratio:.1f}x", "<= 3x", ratio <= 3))
+        ratio = a["watch_changed_wall"] / a["listing_floor_wall"]
+        rows.append(("(not the issue's floor) watch pass after one log changed / listing floor, 10k units",
+                     f"{ratio:.1f}x", "<= 3x", ratio <= 3))
         ratio_cli = c["warm"]["wall"] / c["floor"]["wall"]
         rows.append(("warm plan / stat floor, 10k units (CLI processes)", f"{ratio_cli:.1f}x", "<= 3x", ratio_cli <= 3))
     for units, r in plans.items():
@@ -237,6 +244,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+def heading(results: dict[str, Any]) -> str:
+    return (f"# reconciler benchmarks\n\n`{results['command'].strip()}` on {results['date']} ({results['machine']}; "
+            f"load average {results['load_before'][0]:.1f} before, {results['load_after'][0]:.1f} after); "
+            f"{results['seconds']:.0f} s in all.\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1k and 10k units only, a shorter makespan sweep, no SLURM")
@@ -246,7 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset of plan,squeue,makespan,slurm")
     parser.add_argument("--no-slurm", action="store_true", help="skip the real-cluster row")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="measure nothing: print the tables of an earlier run's results.json")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        print(heading(results))
+        print(render(results))
+        return 0
     only = set(args.only.split(","))
     if args.quick or args.no_slurm:
         only.discard("slurm")
@@ -280,9 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = time.perf_counter() - started
     results["load_after"] = os.getloadavg()
     table = render(results)
-    print(f"# reconciler benchmarks\n\n`{results['command'].strip()}` on {results['date']} ({results['machine']}; "
-          f"load average {results['load_before'][0]:.1f} before, {results['load_after'][0]:.1f} after); "
-          f"{results['seconds']:.0f} s in all.\n")
+    print(heading(results))
     print(table)
     if empty_trash(args.workdir):
         log("deleting the data of earlier runs in the background (slow on this disk)")

@@ -9,19 +9,25 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from reconciler import pass_memo
 from reconciler.backends import BACKEND_NAMES, make_backend
 from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
-from reconciler.loop import PassResult, exit_code_for, load_desired, plan_pass, run_pass, watch, watch_pass
 from reconciler.plan import Plan, Policy
 from reconciler.report import plan_render
-from reconciler.spec.units import Desired
+
+if TYPE_CHECKING:
+    from reconciler.loop import PassResult
+    from reconciler.spec.units import Desired
+
+# The spec machinery (pydantic, PyYAML, the expansion: 120 ms of imports) is imported by each
+# command that needs it, not here: `reconcile plan` recalling a remembered plan needs none of it.
 
 EXP = click.argument("exp", type=click.Path(path_type=Path), default=Path("."), required=False)
 
@@ -81,6 +87,8 @@ def main() -> None:
 @handle_errors
 def validate(exp: Path) -> None:
     """Check the experiment file; print what it expands to."""
+    from reconciler.loop import load_desired
+
     desired = load_desired(exp)
     _warn(desired)
     kinds = [u.kind for u in desired.units]
@@ -102,13 +110,15 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
     """Show what apply would do, changing nothing."""
     one_shot_command()
     try:
-        the_plan, desired = plan_pass(
+        the_plan, desired = pass_memo.plan_pass(
             exp, (backend, max_attempts, replace),
             policy_for=lambda d: _policy(d, max_attempts, replace),
             backend_for=None if offline else (lambda state_dir: make_backend(backend, state_dir)[0]))
         for warning in the_plan.warnings:
             click.echo(f"warning: {warning}", err=True)
         if fmt == "markdown" and desired is None:
+            from reconciler.loop import load_desired
+
             desired = load_desired(exp)  # the report names each unit's resources: from the spec
     except ReconcilerError as exc:
         # With --detailed-exitcode, 2 means "actions pending" (Terraform): an error must not look like it.
@@ -165,6 +175,7 @@ def diff(old: str, new: str, fmt: str) -> None:
 def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     """Where every unit stands (changes nothing)."""
     one_shot_command()
+    from reconciler.loop import load_desired, run_pass
     from reconciler.report import status_render
     from reconciler.report.state_file import read_state
 
@@ -188,6 +199,7 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
 @handle_errors
 def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -> None:
     """Write summary.md: run status, training loss, accuracy per run and epoch, best run, next steps."""
+    from reconciler.loop import load_desired, run_pass
     from reconciler.report import summary_render
     from reconciler.report.summary import build_summary, write_summary
 
@@ -212,6 +224,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
 @handle_errors
 def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     """Render every unit's job script and configs from the spec (apply does this on its own)."""
+    from reconciler.loop import load_desired
     from reconciler.scaffold.write import scaffold as render_all
 
     desired = load_desired(exp)
@@ -263,8 +276,9 @@ def watch_cmd(exp: Path, backend: str, interval: float | None, max_attempts: int
 def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, max_attempts: int | None,
            max_submit: int | None, replace: tuple[str, ...], wait_seconds: float) -> None:
     from reconciler.apply import ApplyOptions
-    from reconciler.report.progress import Progress
+    from reconciler.loop import exit_code_for, load_desired, run_pass, watch, watch_pass
     from reconciler.operations import prepare_unit
+    from reconciler.report.progress import Progress
     from reconciler.report.workflow_logs import record_pass
 
     desired = load_desired(exp)
@@ -333,6 +347,7 @@ def _summarize_quietly(desired: Desired, result: PassResult) -> None:
 @handle_errors
 def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     """Cancel every in-flight job of the experiment (found by tag)."""
+    from reconciler.loop import load_desired
     from reconciler.operations import cancel_all
 
     desired = load_desired(exp)

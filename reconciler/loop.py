@@ -10,18 +10,17 @@ from pathlib import Path
 
 from reconciler import pass_memo
 from reconciler.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
+from reconciler.backends import Question, ask
 from reconciler.backends.base import Backend, Snapshot
-from reconciler.errors import BackendUnavailable
 from reconciler.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
 from reconciler.observe import inputs
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import Observation, all_done_on_disk, observe, observe_files
-from reconciler.pass_memo import Question
 from reconciler.plan import Plan, PlannedUnit, Policy, plan
 from reconciler.plan_notes import annotate
-from reconciler.spec.load import load_spec, spec_path
-from reconciler.spec.yamlpos import MAX_FILE_BYTES
+from reconciler.spec.load import load_spec
+from reconciler.spec.location import spec_path, spec_text
 from reconciler.spec.units import Desired, Unit, expand, tag_prefix
 
 HEADER_CACHE = "eval-headers.json"
@@ -56,10 +55,7 @@ _LAST_LOADED: list[tuple[str, str, Desired]] = []
 @without_gc
 def load_desired(target: Path) -> Desired:
     path = spec_path(target)
-    try:
-        text = path.read_text(encoding="utf-8") if path.stat().st_size <= MAX_FILE_BYTES else None
-    except (OSError, UnicodeDecodeError):
-        text = None
+    text = spec_text(path)
     if text is None:
         return expand(load_spec(target))  # load_spec says what is wrong, with the location
     key = os.path.abspath(path)
@@ -79,18 +75,6 @@ def scheduler_question(desired: Desired, backend: Backend | None, view: JournalV
     if files_done and not in_flight:
         return None
     return tag_prefix(desired.experiment), tuple(sorted(in_flight))
-
-
-def ask(backend: Backend | None, question: Question | None) -> tuple[Snapshot | None, str]:
-    """The scheduler's answer, or None with the reason it is unknown."""
-    if backend is None:
-        return None, "offline: the scheduler was not asked"
-    if question is None:
-        return Snapshot(), ""  # nothing in flight and nothing left to do
-    try:
-        return backend.query(question[0], list(question[1])), ""
-    except BackendUnavailable as exc:
-        return None, f"scheduler unavailable: {exc}"
 
 
 @without_gc
@@ -187,49 +171,6 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
         _KEPT.append(_Kept(desired, backend, policy, act, list(record), list(record.values()), result.question,
                            pass_memo.answer_digest(result.snapshot, result.plan.scheduler_note), result))
     return result
-
-
-def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[Desired], Policy],
-              backend_for: Callable[[Path], Backend] | None) -> tuple[Plan, Desired | None]:
-    """`reconcile plan`: the remembered plan while every input stats as it did, else a pass, remembered.
-
-    `options` are the command's own (they are part of the memo's key); `backend_for` is None offline.
-    The Desired is None when the plan was recalled: the spec was not even expanded.
-    """
-    path = spec_path(target)
-    spec_file = os.path.abspath(path)
-    state_dir = Path(os.path.dirname(spec_file), ".reconciler")
-    try:
-        text = path.read_text(encoding="utf-8") if path.stat().st_size <= MAX_FILE_BYTES else None
-    except (OSError, UnicodeDecodeError):
-        text = None  # load_desired below says what is wrong
-    key = None if text is None else pass_memo.memo_key(spec_file, text, (options, backend_for is None))
-    answered = None
-    backend: Backend | None = None
-    if key is not None:
-        memo = pass_memo.recall(state_dir, key)
-        if memo is not None:
-            if backend_for is None:
-                snapshot, note = ask(None, None)
-            elif memo.question is None:
-                snapshot, note = Snapshot(), ""  # the pass did not ask: no backend to start
-            else:
-                backend = backend_for(state_dir)
-                snapshot, note = ask(backend, memo.question)
-            if pass_memo.answer_digest(snapshot, note) == memo.answer:
-                return memo.plan, None
-            answered = (memo.question, snapshot, note)
-    desired = load_desired(target)
-    policy = policy_for(desired)
-    if backend is None and backend_for is not None:
-        backend = backend_for(desired.layout.state_dir)
-    if key is None or desired.layout.state_dir != state_dir or not state_dir.is_dir():
-        return run_pass(desired, backend, policy, act=False, answered=answered).plan, desired
-    with inputs.recording() as record:
-        result = run_pass(desired, backend, policy, act=False, answered=answered)
-    pass_memo.remember(state_dir, key, record, result.plan, result.question,
-                       pass_memo.answer_digest(result.snapshot, result.plan.scheduler_note))
-    return result.plan, desired
 
 
 def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[[PassResult], None],

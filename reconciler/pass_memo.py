@@ -9,6 +9,9 @@ reading the journal or any header. Anything else runs the pass, which is remembe
 
 As git does for its index, a memo is not written while an input's mtime is within RACY_NS of the
 memo's own: a file changed again within the same clock tick would keep its mtime and size.
+
+This module imports nothing of the spec machinery (pydantic, PyYAML, the expansion) until a plan
+has to be made: a recalled plan costs a new process 30 ms of imports instead of 150.
 """
 
 from __future__ import annotations
@@ -23,9 +26,17 @@ from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 
-from reconciler.backends.base import Snapshot
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from reconciler.backends import Question, ask
+from reconciler.backends.base import Backend, Snapshot
 from reconciler.observe import inputs
-from reconciler.plan import Plan, PlannedUnit
+from reconciler.plan import Plan, PlannedUnit, Policy
+from reconciler.spec.location import spec_path, spec_text
+
+if TYPE_CHECKING:
+    from reconciler.spec.units import Desired
 
 MEMO_NAME = "plan-memo"
 FORMAT = 1
@@ -33,7 +44,6 @@ FORMAT = 1
 RACY_NS = 2_000_000_000
 
 _UNIT_FIELDS = tuple(f.name for f in fields(PlannedUnit))
-Question = tuple[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -144,3 +154,44 @@ def remember(state_dir: Path, key: str, record: dict[str, inputs.Stat], plan: Pl
         except OSError:
             pass
         return False
+
+
+def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[Desired], Policy],
+              backend_for: Callable[[Path], Backend] | None) -> tuple[Plan, Desired | None]:
+    """`reconcile plan`: the remembered plan while every input stats as it did, else a pass, remembered.
+
+    `options` are the command's own (they are part of the key); `backend_for` is None offline.
+    The Desired is None when the plan was recalled: the spec was not even parsed.
+    """
+    path = spec_path(target)
+    spec_file = os.path.abspath(path)
+    state_dir = Path(os.path.dirname(spec_file), ".reconciler")
+    text = spec_text(path)
+    key = None if text is None else memo_key(spec_file, text, (options, backend_for is None))
+    answered = None
+    backend: Backend | None = None
+    memo = None if key is None else recall(state_dir, key)
+    if memo is not None:
+        if backend_for is None:
+            snapshot, note = ask(None, None)
+        elif memo.question is None:
+            snapshot, note = Snapshot(), ""  # the pass did not ask: no backend to start
+        else:
+            backend = backend_for(state_dir)
+            snapshot, note = ask(backend, memo.question)
+        if answer_digest(snapshot, note) == memo.answer:
+            return memo.plan, None
+        answered = (memo.question, snapshot, note)
+    from reconciler.loop import load_desired, run_pass  # the spec machinery: only to plan afresh
+
+    desired = load_desired(target)
+    policy = policy_for(desired)
+    if backend is None and backend_for is not None:
+        backend = backend_for(desired.layout.state_dir)
+    if key is None or desired.layout.state_dir != state_dir or not state_dir.is_dir():
+        return run_pass(desired, backend, policy, act=False, answered=answered).plan, desired
+    with inputs.recording() as record:
+        result = run_pass(desired, backend, policy, act=False, answered=answered)
+    remember(state_dir, key, record, result.plan, result.question,
+             answer_digest(result.snapshot, result.plan.scheduler_note))
+    return result.plan, desired

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from reconciler.backends.base import (
     COMPLETED,
     DEPENDENCY_NEVER_SATISFIED,
+    GONE,
     PENDING,
     RUNNING,
     TERMINAL_STATES,
+    UNKNOWN,
     Job,
 )
-from reconciler.observe.observation import GONE, UNKNOWN, Observation, UnitEvidence
-from reconciler.spec.units import Unit
+
+if TYPE_CHECKING:  # not imported at run time: a recalled plan (pass_memo) needs none of the spec machinery
+    from reconciler.observe.observation import Observation, UnitEvidence
+    from reconciler.spec.units import Unit
 
 State = Literal["missing", "waiting", "queued", "running", "done", "failed", "blocked", "outdated", "unknown"]
 Action = Literal["submit", "resubmit", "cancel", "release", "wait", "none"]

@@ -29,6 +29,12 @@ TERMINAL_STATES = frozenset(
     {COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE}
 )
 
+# States the reconciler gives a job no scheduler told it about.
+# A job the journal knows but no scheduler source remembers: it ended long ago.
+GONE = "GONE"
+# A job whose state could not be asked (scheduler unreachable, or --offline).
+UNKNOWN = "UNKNOWN"
+
 # Reason SLURM gives a job whose afterok dependency failed: it stays PENDING forever.
 DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"
 

@@ -6,17 +6,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.backends.base import Job, Snapshot
+from reconciler.backends.base import GONE, UNKNOWN, Job, Snapshot
 from reconciler.journal import JournalView
 from reconciler.observe import inputs
 from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence, epoch_inputs
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
 from reconciler.spec.units import Desired, Unit, tag_for
 
-# A job the journal knows but no scheduler source remembers: it ended long ago.
-GONE = "GONE"
-# A job whose state could not be asked (scheduler unreachable, or --offline).
-UNKNOWN = "UNKNOWN"
 
 
 @dataclass(frozen=True, slots=True)

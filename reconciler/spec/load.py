@@ -11,10 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import SpecError
+from reconciler.spec.location import SPEC_FILENAME, spec_path  # noqa: F401  (re-exported: callers import them from here)
 from reconciler.spec.models import ExperimentSpec, NAME_RE
 from reconciler.spec.yamlpos import Located, PathKey, format_path, load_yaml
 
-SPEC_FILENAME = "experiment_summary.yaml"
 Dialect = Literal["v0.2", "v0.3"]
 
 
@@ -37,11 +37,6 @@ class LoadedSpec:
         """A path from the spec, absolute (relative ones are relative to the spec file)."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else (self.root / p)
-
-
-def spec_path(target: Path) -> Path:
-    """EXP may be the experiment directory or its experiment_summary.yaml."""
-    return target / SPEC_FILENAME if target.is_dir() else target
 
 
 def load_spec(target: Path, text: str | None = None) -> LoadedSpec:

@@ -11,14 +11,15 @@ from typing import Any
 import yaml
 
 from reconciler.errors import SpecError
+from reconciler.spec.location import MAX_FILE_BYTES
 
 # Bounds that keep a hostile file (anchor bombs, huge documents, deep nesting) cheap to refuse:
 # under a second and a few MB whatever the file (tests/reliability/test_security.py). Real
 # experiment files are 3-20 KB and about 300 values; a synthetic 100,000-unit one is about 0.45 MB
 # and 45,000 values. Loading through libyaml (PyYAML's C extension), bounds check included, reads
 # about 3.5 MB or 350,000 values a second; the pure-Python parser, which takes over without
-# libyaml and for invalid or unusual files (see _compose), about 0.6 MB or 60,000.
-MAX_FILE_BYTES = 2 * 1024 * 1024
+# libyaml and for invalid or unusual files (see _compose), about 0.6 MB or 60,000. MAX_FILE_BYTES
+# (2 MiB) lives in location.py, beside the reading of the file.
 MAX_NODES = 50_000
 MAX_DEPTH = 64
 

@@ -19,7 +19,8 @@ from reconciler import loop, pass_memo
 from reconciler.backends.base import Job, Snapshot
 from reconciler.cli import main
 from reconciler.journal import Journal
-from reconciler.loop import load_desired, plan_pass, run_pass, watch_pass
+from reconciler.loop import load_desired, run_pass, watch_pass
+from reconciler.pass_memo import plan_pass
 from reconciler.observe.checkpoints import epoch_evidence, epoch_inputs
 from reconciler.plan import Plan, Policy
 from reconciler.spec.units import Desired, tag_for
