@@ -20,7 +20,7 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644,
     `before_rename` runs between the two (a crash point for tests, see crashpoints.py).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_temps(path)
+    sweep_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -39,7 +39,7 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644,
         raise
 
 
-def _sweep_stale_temps(path: Path) -> None:
+def sweep_stale_temps(path: Path) -> None:
     """Remove temporary files a killed writer left beside `path` (ours only: `.{name}.XXXXXXXX.tmp`)."""
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
     try:

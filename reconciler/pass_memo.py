@@ -22,15 +22,15 @@ import os
 import sys
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
-
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from reconciler.backends import Question, ask
 from reconciler.backends.base import Backend, Snapshot
+from reconciler.fsutil import sweep_stale_temps
 from reconciler.observe import inputs
 from reconciler.plan import Plan, PlannedUnit, Policy
 from reconciler.spec.location import spec_path, spec_text
@@ -105,7 +105,7 @@ def recall(state_dir: Path, key: str) -> Memo | None:
 def fs_clock_ns(directory: Path) -> int | None:
     """The file system's clock (the one that stamps the inputs' mtimes): a new file's mtime."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{MEMO_NAME}.clock.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{MEMO_NAME}.", suffix=".tmp", dir=directory)
     except OSError:
         return None
     try:
@@ -132,6 +132,7 @@ def remember(state_dir: Path, key: str, record: dict[str, inputs.Stat], plan: Pl
     }
     body = marshal.dumps(doc)
     target = state_dir / MEMO_NAME
+    sweep_stale_temps(target)  # what a writer killed before its rename left
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{MEMO_NAME}.", suffix=".tmp", dir=state_dir)
     except OSError:

@@ -265,10 +265,16 @@ def test_epoch_inputs_hold_every_file_the_final_epoch_check_opens(tmp_path: Path
 
 
 def test_memo_file_is_written_atomically_beside_the_journal(exp: Path) -> None:
+    state = exp / ".reconciler"
+    killed = state / ".plan-memo.k1ll3dXy.tmp"  # a writer killed before its rename, long ago
+    killed.write_bytes(b"half a memo")
+    age([killed], 3600)
+    running = state / ".plan-memo.runn1ngX.tmp"  # another writer's, now
+    running.write_bytes(b"being written")
     planned(exp)
-    names = sorted(p.name for p in (exp / ".reconciler").iterdir())
-    assert pass_memo.MEMO_NAME in names and not [n for n in names if n.endswith(".tmp")]
-    assert oct((exp / ".reconciler" / pass_memo.MEMO_NAME).stat().st_mode & 0o777) == "0o644"
+    names = sorted(p.name for p in state.iterdir())
+    assert pass_memo.MEMO_NAME in names and [n for n in names if n.endswith(".tmp")] == [running.name]
+    assert oct((state / pass_memo.MEMO_NAME).stat().st_mode & 0o777) == "0o644"
 
 
 def counting_observe(monkeypatch: pytest.MonkeyPatch) -> list[int]:
