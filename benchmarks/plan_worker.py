@@ -98,7 +98,7 @@ def one_watch_pass(exp: Path) -> tuple[float, float]:
 def settle(paths: list[str]) -> None:
     """Wait until no input is younger than the memo's racy window: a plan does not trust one that is
     (a freshly generated experiment; a real sweep's files are minutes or days old)."""
-    newest = max(os.stat(p).st_mtime_ns for p in paths)
+    newest = max(max(st.st_mtime_ns, st.st_ctime_ns) for st in map(os.stat, paths))
     wait = (newest + pass_memo.RACY_NS) / 1e9 + 0.5 - time.time()
     if wait > 0:
         time.sleep(wait)
@@ -145,9 +145,10 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
         recalled.append(warm_info["recalled"])
         if reads[0]:
             raise AssertionError(f"a warm plan read {reads[0]} headers again: the cache did not hold")
-        # One log changed since (a distinct mtime, older than the racy window): both plan again.
+        # One log changed since (a distinct mtime): both plan again, and remember once it settled.
         when = time.time() - 3600 - rep
         os.utime(logs[rep % len(logs)], (when, when))
+        settle([logs[rep % len(logs)]])
         forget_process_caches()
         wall, cpu, _ = one_plan(exp)
         replan.append((wall, cpu))

@@ -4,9 +4,11 @@ A pass records while `recording()` is active; outside it every function here is 
 observers call them unconditionally. The record is what `pass_memo` checks to reuse a plan: if every
 path stats the same, the pass would read the same bytes and plan the same.
 
-A stat is reduced to (mtime_ns, size, inode), or None when the path cannot be stat'ed. A file
-replaced by rename changes its inode, a file rewritten in place its mtime, a file created or
-removed its directory's mtime: the observers record the directories they list for that reason.
+A stat is reduced to (mtime_ns, ctime_ns, size, inode), or None when the path cannot be stat'ed.
+A file replaced by rename changes its inode, a file rewritten in place its mtime and ctime, a file
+created or removed its directory's: the observers record the directories they list for that
+reason. The ctime, as git's index keeps it, catches a rewrite whose mtime was set back (`cp -p`,
+`rsync --inplace -t`, `touch -r`): no tool can set it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-Stat = tuple[int, int, int] | None
+Stat = tuple[int, int, int, int] | None
 
 # The record of the pass in progress, if any (one at a time: a pass is not re-entrant).
 _ACTIVE: list[dict[str, Stat]] = []
@@ -40,13 +42,13 @@ def stat_key(path: str) -> Stat:
         st = os.stat(path)
     except (OSError, ValueError):  # ValueError: a NUL byte in a path from a hand-edited journal
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 def note(path: str, st: os.stat_result | None) -> None:
     """A stat the observer already took (before reading the file). The first stat of a path wins."""
     if _ACTIVE and path not in _ACTIVE[-1]:
-        _ACTIVE[-1][path] = None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
+        _ACTIVE[-1][path] = None if st is None else (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 def note_path(path: str | os.PathLike[str]) -> None:
@@ -70,6 +72,6 @@ def unchanged(paths: list[str], stats: list[Stat]) -> bool:
             if known is not None:
                 return False
             continue
-        if known != (st.st_mtime_ns, st.st_size, st.st_ino):
+        if known != (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino):
             return False
     return True

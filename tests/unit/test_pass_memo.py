@@ -56,6 +56,13 @@ def age_tree(root: Path, seconds_ago: float = 1000) -> None:
     age([root, *root.rglob("*")], seconds_ago)
 
 
+@pytest.fixture(autouse=True)
+def trust_settled_inputs_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every change here sets a ctime (utime too): waiting 2 s after each would make this file slow.
+    With no window, an input still counts as changed when its ctime is the memo's own tick."""
+    monkeypatch.setattr(pass_memo, "RACY_NS", 0)
+
+
 @pytest.fixture
 def exp(tmp_path: Path) -> Path:
     build_converged(tmp_path / "exp")
@@ -84,7 +91,9 @@ def test_the_cli_prints_the_same_plan_from_memory(exp: Path) -> None:
     assert "10 done" in outputs[2].output
 
 
-def test_inputs_changed_within_the_racy_window_are_not_trusted(tmp_path: Path) -> None:
+def test_inputs_changed_within_the_racy_window_are_not_trusted(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pass_memo, "RACY_NS", 2_000_000_000)
     exp = tmp_path / "exp"
     build_converged(exp)
     age_tree(exp, 0)  # every file written just now
@@ -150,6 +159,19 @@ def journal_a_failure(exp: Path, rng: random.Random) -> list[Path]:
     return [journal.path]
 
 
+def rewrite_a_final_adapter_config_keeping_its_mtime(exp: Path, rng: random.Random) -> list[Path]:
+    """As `cp -p` over it would: same size, same mtime; only the ctime tells."""
+    configs = sorted(p for p in exp.rglob("adapter_config.json") if not (p.parent / "recipe_state.pt").exists())
+    if not configs:
+        return []
+    config = configs[rng.randrange(len(configs))]
+    st = config.stat()
+    text = config.read_text()
+    config.write_text(text[:-1] + " ")  # no longer parses
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return []
+
+
 def edit_the_spec(exp: Path, rng: random.Random) -> list[Path]:
     spec = exp / "experiment_summary.yaml"
     spec.write_text(spec.read_text() + f"# edited {rng.randrange(10**6)}\n")
@@ -157,7 +179,8 @@ def edit_the_spec(exp: Path, rng: random.Random) -> list[Path]:
 
 
 CHANGES = [rewrite_log_as_failure, add_a_log, remove_a_log, remove_a_recipe_state, garble_a_final_adapter_config,
-           truncate_a_final_adapter, journal_a_failure, edit_the_spec]
+           rewrite_a_final_adapter_config_keeping_its_mtime, truncate_a_final_adapter, journal_a_failure,
+           edit_the_spec]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=lambda c: c.__name__)
@@ -297,9 +320,18 @@ def test_a_watch_pass_with_nothing_new_returns_the_last_result(exp: Path, monkey
     passes = [watch_pass(desired, scheduler, policy_of(desired), act=True) for _ in range(3)]  # type: ignore[arg-type]
     assert observed[0] == 1 and all(p.plan == passes[0].plan for p in passes)
     assert passes[-1].converged and not passes[-1].events
-    add_a_log(exp, random.Random(1))  # written now: seen, and not trusted until it is 2 s old
+    add_a_log(exp, random.Random(1))
     after = [watch_pass(desired, scheduler, policy_of(desired), act=True) for _ in range(2)]  # type: ignore[arg-type]
-    assert observed[0] == 3 and after[0].plan == passes[0].plan  # a complete log still wins
+    assert observed[0] == 2 and after[0].plan == passes[0].plan  # a complete log still wins
+
+
+def test_a_watch_pass_keeps_nothing_while_its_inputs_are_racy(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pass_memo, "RACY_NS", 10**18)  # every input changed "just now"
+    observed = counting_observe(monkeypatch)
+    desired = load_desired(exp)
+    for _ in range(3):
+        watch_pass(desired, None, policy_of(desired), act=False)
+    assert observed[0] == 3
 
 
 def test_a_watch_pass_sees_a_changed_log(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
