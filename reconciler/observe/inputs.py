@@ -42,13 +42,17 @@ def stat_key(path: str) -> Stat:
         st = os.stat(path)
     except (OSError, ValueError):  # ValueError: a NUL byte in a path from a hand-edited journal
         return None
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+    return _key(st)
 
 
-def note(path: str, st: os.stat_result | None) -> None:
+def _key(st: os.stat_result) -> Stat:
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)  # as `unchanged` compares, inline
+
+
+def note(path: str, st: os.stat_result) -> None:
     """A stat the observer already took (before reading the file). The first stat of a path wins."""
     if _ACTIVE and path not in _ACTIVE[-1]:
-        _ACTIVE[-1][path] = None if st is None else (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        _ACTIVE[-1][path] = _key(st)
 
 
 def note_path(path: str | os.PathLike[str]) -> None:
@@ -61,7 +65,7 @@ def note_path(path: str | os.PathLike[str]) -> None:
 
 def unchanged(paths: list[str], stats: list[Stat]) -> bool:
     """Whether every path stats as recorded; stops at the first that does not (the loop is the
-    floor's: a stat and a tuple per path)."""
+    floor's: a stat and a tuple per path, so `_key` is written out rather than called)."""
     if len(paths) != len(stats):
         return False
     stat = os.stat

@@ -14,7 +14,6 @@ from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_
 from reconciler.spec.units import Desired, Unit, tag_for
 
 
-
 @dataclass(frozen=True, slots=True)
 class UnitEvidence:
     jobs: tuple[Job, ...] = ()  # oldest first
