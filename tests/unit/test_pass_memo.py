@@ -370,3 +370,16 @@ def test_a_watch_pass_asks_again_and_follows_the_answer(exp: Path, monkeypatch: 
     third = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
     assert (observed[0], scheduler.queries) == (2, 3)
     assert next(u for u in third.plan.units if u.key == unit.key).state == "queued"
+
+
+def test_a_recalled_plan_with_pending_actions_still_exits_2(exp: Path) -> None:
+    age(remove_a_log(exp, random.Random(5)), 500)  # its job ended: the eval is resubmitted
+    runner = CliRunner()
+    memo = exp / ".reconciler" / pass_memo.MEMO_NAME
+    argv = ["plan", str(exp), "--backend", "local", "--detailed-exitcode", "--format", "json"]
+    first = runner.invoke(main, argv)
+    written = memo.stat().st_mtime_ns
+    second = runner.invoke(main, argv)
+    assert (first.exit_code, second.exit_code) == (2, 2), first.output
+    assert second.output == first.output and '"resubmit"' in second.output
+    assert memo.stat().st_mtime_ns == written  # recalled, not planned and written again
