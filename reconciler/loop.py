@@ -31,12 +31,15 @@ class PassResult:
     plan: Plan
     observation: Observation
     applied: ApplyResult | None = None
-    scheduler_queried: bool = False
     elapsed: float = 0.0
     events: list[Event] = field(default_factory=list)
-    # What the scheduler was asked and answered (None: not asked, or it could not answer).
+    # What the scheduler was asked (None: nothing) and answered (None: not asked, or no answer).
     question: Question | None = None
     snapshot: Snapshot | None = None
+
+    @property
+    def scheduler_queried(self) -> bool:
+        return self.question is not None
 
     @property
     def converged(self) -> bool:
@@ -116,8 +119,8 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
         events.extend(applied.events)
     if act or state_dir.is_dir():
         cache.save()
-    return PassResult(plan=the_plan, observation=observation, applied=applied, scheduler_queried=question is not None,
-                      elapsed=time.monotonic() - started, events=events, question=question, snapshot=snapshot)
+    return PassResult(plan=the_plan, observation=observation, applied=applied, elapsed=time.monotonic() - started,
+                      events=events, question=question, snapshot=snapshot)
 
 
 @dataclass(frozen=True)

@@ -131,20 +131,24 @@ def remove_a_recipe_state(exp: Path, rng: random.Random) -> list[Path]:
     return [state.parent]
 
 
+def a_final_epoch_file(exp: Path, name: str, rng: random.Random) -> Path | None:
+    """One of the final epochs' `name` files (a final epoch has no recipe_state.pt)."""
+    found = sorted(p for p in exp.rglob(name) if not (p.parent / "recipe_state.pt").exists())
+    return found[rng.randrange(len(found))] if found else None
+
+
 def garble_a_final_adapter_config(exp: Path, rng: random.Random) -> list[Path]:
-    configs = sorted(p for p in exp.rglob("adapter_config.json") if not (p.parent / "recipe_state.pt").exists())
-    if not configs:
+    config = a_final_epoch_file(exp, "adapter_config.json", rng)
+    if config is None:
         return []
-    config = configs[rng.randrange(len(configs))]
     config.write_text('{"r": ')
     return [config]
 
 
 def truncate_a_final_adapter(exp: Path, rng: random.Random) -> list[Path]:
-    adapters = sorted(p for p in exp.rglob("adapter_model.safetensors") if not (p.parent / "recipe_state.pt").exists())
-    if not adapters:
+    adapter = a_final_epoch_file(exp, "adapter_model.safetensors", rng)
+    if adapter is None:
         return []
-    adapter = adapters[rng.randrange(len(adapters))]
     safetensors(adapter, truncate=4)
     return [adapter]
 
@@ -161,10 +165,9 @@ def journal_a_failure(exp: Path, rng: random.Random) -> list[Path]:
 
 def rewrite_a_final_adapter_config_keeping_its_mtime(exp: Path, rng: random.Random) -> list[Path]:
     """As `cp -p` over it would: same size, same mtime; only the ctime tells."""
-    configs = sorted(p for p in exp.rglob("adapter_config.json") if not (p.parent / "recipe_state.pt").exists())
-    if not configs:
+    config = a_final_epoch_file(exp, "adapter_config.json", rng)
+    if config is None:
         return []
-    config = configs[rng.randrange(len(configs))]
     st = config.stat()
     text = config.read_text()
     config.write_text(text[:-1] + " ")  # no longer parses

@@ -95,7 +95,7 @@ def fixture_result(desired: Desired, now: float = NOW) -> PassResult:
     """A pass over the fixture, as run_pass returns it (plan is pure, so it is built the same way)."""
     obs = fixture_observation(desired, now)
     return PassResult(plan=plan(desired.units, obs, Policy(max_attempts=2), experiment=desired.experiment),
-                      observation=obs, scheduler_queried=True)
+                      observation=obs, question=("reconciler:summary_fixture:", ("1001", "2008")))
 
 
 @pytest.fixture(scope="module")
