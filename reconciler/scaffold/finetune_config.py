@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.scaffold import ScaffoldError
+from reconciler.scaffold.model_dir import ModelDir, llama_builder, read_model_dir
 from reconciler.scaffold.resources import Resources, model_size
 from reconciler.scaffold.values import TrainValues
 
@@ -30,6 +31,7 @@ class TorchtuneModel:
     model_type: str
     checkpoint_files: list[str] | dict[str, str]
     tokenizer: str = "torchtune.models.llama3.llama3_tokenizer"
+    arguments: tuple[tuple[str, Any], ...] = ()  # a generic builder's dimensions, from config.json
 
 
 def _shards(n: int) -> dict[str, str]:
@@ -52,16 +54,35 @@ _BY_SIZE = {"1B": ("2", "1B"), "3B": ("2", "3B"), "8B": ("1", "8B"), "70B": ("3"
 _LLAMA_RE = re.compile(r"llama[-_ ]?3(?:[._](\d))?", re.IGNORECASE)
 
 
-def torchtune_model(name: str) -> tuple[TorchtuneModel, str | None]:
-    """The torchtune model for a base model name, and a warning when it is a guess."""
+def torchtune_model(name: str, model: ModelDir, component: str | None = None, model_type: str | None = None,
+                    where: str = "models.base") -> tuple[TorchtuneModel, str | None]:
+    """The torchtune model for a base model, and a warning when it is a guess.
+
+    In order: a component named in the experiment; a Llama 3.x name with a size torchtune has a
+    named builder for; the generic Llama builder with the dimensions of the directory's
+    config.json; else (a directory not visible here) the Llama model of the name's size, warned.
+    Checkpoint files are the directory's own when it can be read.
+    """
+    files: list[str] | None = list(model.weight_files) or None
+    if component is not None:
+        if not model_type:
+            raise ScaffoldError(f"{where}.component: give model_type too (torchtune's checkpointer needs it, "
+                                "for example LLAMA3_2 or QWEN2)")
+        return TorchtuneModel(component, model_type, files or ["model.safetensors"]), None
     size, size_warning = model_size(name)
     match = _LLAMA_RE.search(name)
     key = (match.group(1), size) if match else None
     if key in _LLAMA and size_warning is None:
-        return _LLAMA[key], None
+        named = _LLAMA[key]
+        return (TorchtuneModel(named.component, named.model_type, files) if files else named), None
+    if model.config is not None or model.path.is_dir():
+        builder = llama_builder(model, where)
+        return TorchtuneModel(builder.component, builder.model_type, files or ["model.safetensors"],
+                              arguments=tuple(builder.arguments.items())), None
     fallback = _LLAMA[_BY_SIZE[size]]
-    return fallback, (f"model {name!r} is not a Llama 3.x model torchtune is configured for here; "
-                      f"rendering {fallback.component} (by size {size})")
+    return fallback, (f"model {name!r} is not a Llama 3.x model torchtune is configured for here and "
+                      f"{model.path} is not visible to read its config.json; rendering {fallback.component} "
+                      f"(by size {size})")
 
 
 def prompt_wrapping(prompt: str) -> tuple[str, str]:
@@ -77,10 +98,12 @@ def prompt_wrapping(prompt: str) -> tuple[str, str]:
     return before, after
 
 
-def finetune_yaml(v: TrainValues, output_dir: Path, dataset_component: str | None = None
+def finetune_yaml(v: TrainValues, output_dir: Path, dataset_component: str | None = None, *,
+                  res: Resources | None = None, component: str | None = None, model_type: str | None = None,
                   ) -> tuple[dict[str, Any], list[str]]:
     """A torchtune LoRA config for the run, in cruijff_kit's shape, with absolute paths (no interpolation)."""
-    model, warning = torchtune_model(v.model)
+    model, warning = torchtune_model(v.model, read_model_dir(v.model_path), component, model_type,
+                                     f"models.base[{v.model}]")
     warnings = [warning] if warning else []
     if v.dataset_type == "text_completion" and dataset_component is None:
         warnings.append("dataset_type text_completion: torchtune's instruct_dataset still applies the model's "
@@ -126,6 +149,7 @@ def finetune_yaml(v: TrainValues, output_dir: Path, dataset_component: str | Non
             "lora_rank": v.lora_rank,
             "lora_alpha": 2 * v.lora_rank,
             "lora_dropout": float(v.lora_dropout or 0.0),
+            **dict(model.arguments),
         },
         "tokenizer": tokenizer,
         "checkpointer": {
@@ -138,7 +162,7 @@ def finetune_yaml(v: TrainValues, output_dir: Path, dataset_component: str | Non
             "model_type": model.model_type,
         },
         "resume_from_checkpoint": False,
-        "save_adapter_weights_only": True,
+        "save_adapter_weights_only": v.save_adapter_weights_only,
         "dataset": dataset("train"),
         "seed": v.seed,
         "shuffle": True,
@@ -174,8 +198,9 @@ def finetune_yaml(v: TrainValues, output_dir: Path, dataset_component: str | Non
         },
         "log_every_n_steps": LOG_EVERY_N_STEPS,
         "log_peak_memory_stats": True,
-        "device": "cuda",
-        "dtype": "bf16",
+        # A GPU cluster's values; only a run's `compute: {device: cpu, dtype: fp32}` changes them.
+        "device": res.device if res is not None else "cuda",
+        "dtype": res.dtype if res is not None else "bf16",
         "enable_activation_checkpointing": False,
         "enable_activation_offloading": False,
     })

@@ -95,7 +95,9 @@ def _render_finetune(desired: Desired, unit: Unit, res: Resources, user: UserCon
         if component is not None and not isinstance(component, str):
             raise ScaffoldError(f"controls.dataset_component: expected a dotted path, got {component!r}")
         config_path = layout.finetune_config(unit.run)
-        config, more = finetune_yaml(values, output_dir, component)
+        base = next(m for m in spec.models.base if m.name == values.model)
+        config, more = finetune_yaml(values, output_dir, component, res=res, component=base.component,
+                                     model_type=base.model_type)
         warnings += more
         configs.append(RenderedFile(config_path, dump_yaml(config, config_header(unit, owner)), CONFIG_MODE))
         if res.gpus > 1:

@@ -39,6 +39,7 @@ import yaml
 
 from reconciler.backends.timefmt import parse_time_limit
 from reconciler.scaffold import ScaffoldError
+from reconciler.scaffold.model_dir import read_model_dir
 from reconciler.spec.load import LoadedSpec
 from reconciler.spec.models import Compute, Run
 from reconciler.spec.units import Unit
@@ -107,6 +108,8 @@ class Resources:
     extra: tuple[tuple[str, str], ...] = ()  # further `#SBATCH --key=value` options
     environment: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    device: str = "cuda"  # what torchtune trains on (and inspect loads onto): only `compute` changes it
+    dtype: str = "bf16"
 
 
 def model_size(model: str) -> tuple[str, str | None]:
@@ -124,11 +127,26 @@ def model_size(model: str) -> tuple[str, str | None]:
     return "70B", f"model {model!r}: {match.group(0)} is larger than the size table; using the 70B resources"
 
 
+def size_by_parameters(parameters: int) -> str:
+    """The size-table row of a model with this many parameters: the smallest that holds it."""
+    billions = parameters / 1e9
+    return next((name for name, limit in _BUCKETS if billions <= limit), "70B")
+
+
 def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CONFIG) -> Resources:
-    """The resources of one unit, every override applied (pure)."""
+    """The resources of one unit, every override applied (pure but for reading the model's config.json once)."""
     spec = loaded.spec
     run = _run(loaded, unit.run)
     size, warning = model_size(run.model)
+    if warning is not None:
+        base = next(m for m in spec.models.base if m.name == run.model)
+        parameters = read_model_dir(loaded.resolve(base.path)).parameters
+        if parameters is not None:
+            size, warning = size_by_parameters(parameters), None
+    compute = run.compute if unit.kind == "finetune" else spec.evaluation.compute
+    if warning is not None and compute is not None and None not in (compute.time, compute.mem, compute.gpus,
+                                                                      compute.cpus_per_task):
+        warning = None  # the size table's values are all overridden: the guess is never used
     row = SIZE_TABLE[size]
     res = Resources(
         size=size,
@@ -142,7 +160,6 @@ def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CON
         environment=user.environment,
         warnings=(warning,) if warning else (),
     )
-    compute = run.compute if unit.kind == "finetune" else spec.evaluation.compute
     if compute is not None:
         res = _apply_compute(res, compute)
     settings = spec.reconciler
@@ -180,6 +197,10 @@ def _apply_compute(res: Resources, compute: Compute) -> Resources:
         res = replace(res, gpus=compute.gpus)
     if compute.cpus_per_task is not None:
         res = replace(res, cpus_per_task=compute.cpus_per_task)
+    if compute.device is not None:
+        res = replace(res, device=compute.device)
+    if compute.dtype is not None:
+        res = replace(res, dtype=compute.dtype)
     return res
 
 

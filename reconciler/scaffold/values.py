@@ -19,7 +19,7 @@ DEFAULT_LORA_RANK = 64
 # key flows to setup_finetune.yaml as written.
 _PLACED = {"lr", "lora_rank", "batch_size", "gradient_accumulation_steps", "seed", "prompt", "system_prompt",
            "weight_decay", "lora_dropout", "batch_size_val", "epochs", "dataset_path", "dataset_type",
-           "validation_during_training"}
+           "validation_during_training", "save_adapter_weights_only"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class TrainValues:
     weight_decay: float | int | None = None
     lora_dropout: float | int | None = None
     batch_size_val: int | None = None
+    # cruijff_kit's default since v0.3.2: epochs hold the adapter, not merged weights (disk).
+    save_adapter_weights_only: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,6 +132,7 @@ def train_values(loaded: LoadedSpec, run: Run) -> TrainValues:
         lora_dropout=_optional_number(pick("lora_dropout", None), f"{where}.lora_dropout"),
         batch_size_val=None if pick("batch_size_val", None) is None
         else _int(pick("batch_size_val", None), f"{where}.batch_size_val", 1),
+        save_adapter_weights_only=_bool(pick("save_adapter_weights_only", True), f"{where}.save_adapter_weights_only"),
         extra=extra,
     )
 
@@ -206,6 +209,12 @@ def _entry(loaded: LoadedSpec, run: str, task: str) -> MatrixEntry:
 def _int(value: Any, where: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ScaffoldError(f"{where}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ScaffoldError(f"{where}: expected true or false, got {value!r}")
     return value
 
 

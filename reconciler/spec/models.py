@@ -71,6 +71,10 @@ class BaseModelEntry(_Open):
     name: SafeName
     path: str = Field(description="Model directory")
     size_gb: Number | None = None
+    component: str | None = Field(
+        None, description="torchtune LoRA model builder (dotted path) for a model the scaffold cannot map itself"
+    )
+    model_type: str | None = Field(None, description="torchtune checkpointer model_type for `component` (e.g. QWEN2)")
 
 
 class Models(_Open):
@@ -108,6 +112,8 @@ class Compute(_Open):
     gpus: StrictInt | None = Field(None, ge=0)
     mem: Memory | None = None
     cpus_per_task: StrictInt | None = Field(None, ge=1)
+    device: Literal["cuda", "cpu"] | None = Field(None, description="torchtune/inspect device (default cuda)")
+    dtype: Literal["bf16", "fp32", "fp16"] | None = Field(None, description="torchtune dtype (default bf16)")
 
 
 class Run(_Open):
