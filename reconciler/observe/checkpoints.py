@@ -1,4 +1,19 @@
-"""Is a torchtune epoch checkpoint complete? Decided from the files, in the order torchtune writes them."""
+"""Is a torchtune epoch checkpoint complete? Decided from the files, in the order torchtune writes them.
+
+The rules come from real runs of torchtune 0.6.1, kept in `fixtures/torchtune-0.6.1/` (each case's
+manifest lists every file in write order):
+
+- An epoch's save writes, in this order: the merged weights (`model-0000k-of-0000n.safetensors` and
+  `model.safetensors.index.json`, only when `save_adapter_weights_only: false`), `adapter_model.pt`,
+  `adapter_model.safetensors`, `adapter_config.json`; then the base model's other files are
+  copied in, keeping the base model's mtimes (so their mtimes say nothing about the save).
+- After every epoch but the last, torchtune writes `{output_dir}/recipe_state/recipe_state.pt`
+  (one file beside the epoch directories, rewritten after each non-final epoch), never
+  `epoch_N/recipe_state.pt`. The last epoch gets no recipe state at all.
+- `epoch_{N+1}/` is created only when epoch N+1 is saved, after epoch N's save is over.
+- A run killed in its second epoch leaves `epoch_0/` and the recipe state, and no `epoch_1/`.
+- cruijff_kit's post_finetune moves a merged save's adapter files into `epoch_N/adapter_weights/`.
+"""
 
 from __future__ import annotations
 
@@ -16,64 +31,102 @@ CheckpointState = Literal["complete", "partial", "absent"]
 class EpochEvidence:
     state: CheckpointState
     detail: str
-    mtime: float | None = None  # when the last file torchtune writes appeared
+    mtime: float | None = None  # when torchtune wrote this epoch's last own file
+
+
+RECIPE_STATE = "recipe_state/recipe_state.pt"  # relative to the output dir (torchtune 0.6.1)
+LEGACY_RECIPE_STATE = "recipe_state.pt"  # inside epoch_N/: other torchtune versions write it there, last
+
+# The files torchtune itself writes into an epoch (the rest are copies of the base model with its
+# mtimes), with their places after cruijff_kit's post-processing.
+ADAPTER_CONFIGS = ("adapter_config.json", "adapter_weights/adapter_config.json")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_weights/adapter_model.safetensors")
+OWN_FILES = (*ADAPTER_CONFIGS, *ADAPTER_WEIGHTS, "adapter_model.pt", "adapter_weights/adapter_model.pt",
+             "model.safetensors.index.json", "model.safetensors")
 
 
 def epoch_evidence(epoch_dir: Path, final: bool) -> EpochEvidence:
-    """Non-final epochs: `recipe_state.pt` is written last, so its presence is proof.
+    """Whether one epoch directory holds a complete checkpoint.
 
-    The final epoch has no recipe_state.pt: the adapter files must parse and a base-model file must
-    have been copied; whether the job also exited 0 is for the planner to combine.
+    Every epoch: its weights parse (adapter or merged shards) and its adapter config parses. A
+    non-final epoch is proven by what torchtune writes after it: the recipe state, newer than
+    every file of the epoch, or the next epoch's save. The final epoch has nothing after it:
+    the base model's config must have been copied, and whether the job also exited 0 is for the
+    planner to combine.
     """
     if not final:
         try:
-            st = os.stat(epoch_dir / "recipe_state.pt")
-            return EpochEvidence("complete", "recipe_state.pt written", st.st_mtime)
+            st = os.stat(epoch_dir / LEGACY_RECIPE_STATE)
+            return EpochEvidence("complete", f"{LEGACY_RECIPE_STATE} written", st.st_mtime)
         except FileNotFoundError:
             pass
         except NotADirectoryError:
             return EpochEvidence("partial", f"{epoch_dir} is not a directory")
-        if not epoch_dir.is_dir():
-            return EpochEvidence("absent", "no checkpoint directory")
-        return EpochEvidence("partial", "recipe_state.pt not written yet")
     if not epoch_dir.is_dir():
+        if epoch_dir.exists():
+            return EpochEvidence("partial", f"{epoch_dir} is not a directory")
         return EpochEvidence("absent", "no checkpoint directory")
-    problem = _final_epoch_problem(epoch_dir)
+    problem = _files_problem(epoch_dir)
     if problem:
         return EpochEvidence("partial", problem)
-    return EpochEvidence("complete", "adapter and config files parse", _latest_mtime(epoch_dir, LAST_WRITTEN))
-
-
-# The files torchtune writes last in a final epoch (the adapter config sits in adapter_weights/ in
-# some versions); one removed since the check above must not crash the pass.
-LAST_WRITTEN = ("adapter_config.json", "adapter_weights/adapter_config.json", "config.json")
-
-
-# Every file the final-epoch check stats or reads, beside the directories whose listing decides
-# whether the others exist.
-FINAL_EPOCH_FILES = ("model.safetensors.index.json", "model.safetensors", "adapter_model.safetensors",
-                     "adapter_weights", "adapter_weights/adapter_model.safetensors", "adapter_config.json",
-                     "adapter_weights/adapter_config.json", "config.json")
+    written = _latest_mtime(epoch_dir, OWN_FILES, _shards(epoch_dir))
+    if final:
+        if not (epoch_dir / "config.json").exists():
+            return EpochEvidence("partial", "base-model files (config.json) not copied yet")
+        return EpochEvidence("complete", "adapter and config files parse", written)
+    try:
+        state_mtime: float | None = os.stat(epoch_dir.parent / RECIPE_STATE).st_mtime
+    except OSError:
+        state_mtime = None
+    if state_mtime is not None and written is not None and state_mtime >= written:
+        return EpochEvidence("complete", f"{RECIPE_STATE} written after it", written)
+    if _next_epoch_saved(epoch_dir):
+        # A copy (cp -r) resets mtimes; torchtune saves epochs in order, so a later save proves this one.
+        return EpochEvidence("complete", "the next epoch was saved after it", written)
+    return EpochEvidence("partial", f"{RECIPE_STATE} not written after its files yet")
 
 
 def epoch_inputs(epoch_dir: Path, final: bool) -> list[str]:
     """The paths `epoch_evidence` depends on, directory first: while each stats the same, so does it."""
     base = str(epoch_dir)
+    paths = [base]
     if not final:
-        return [base, os.path.join(base, "recipe_state.pt")]
-    paths = [base, *(os.path.join(base, name) for name in FINAL_EPOCH_FILES)]
-    try:
-        with open(os.path.join(base, "model.safetensors.index.json"), "rb") as fh:
-            weight_map = json.loads(fh.read())["weight_map"]
-        paths.extend(os.path.join(base, str(shard)) for shard in sorted(set(weight_map.values())))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # no index (the usual LoRA epoch), or one that does not parse: its own stat is enough
+        paths.append(os.path.join(base, LEGACY_RECIPE_STATE))
+    paths += [os.path.join(base, name) for name in (*OWN_FILES, "adapter_weights", "config.json")]
+    paths += [os.path.join(base, shard) for shard in _shards(epoch_dir)]
+    if not final:
+        paths.append(str(epoch_dir.parent / RECIPE_STATE))
+        following = _next_epoch_dir(epoch_dir)
+        if following is not None:
+            paths += [str(following), *(str(following / name) for name in ADAPTER_CONFIGS)]
     return paths
 
 
-def _latest_mtime(epoch_dir: Path, names: tuple[str, ...]) -> float | None:
+def _shards(epoch_dir: Path) -> list[str]:
+    """The merged weight files the epoch's index lists (none: an adapter-only save, or no index yet)."""
+    try:
+        with open(epoch_dir / "model.safetensors.index.json", "rb") as fh:
+            weight_map = json.loads(fh.read())["weight_map"]
+        return sorted(set(str(shard) for shard in weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _next_epoch_dir(epoch_dir: Path) -> Path | None:
+    prefix, _, number = epoch_dir.name.rpartition("_")
+    if prefix != "epoch" or not number.isascii() or not number.isdigit():
+        return None
+    return epoch_dir.parent / f"epoch_{int(number) + 1}"
+
+
+def _next_epoch_saved(epoch_dir: Path) -> bool:
+    following = _next_epoch_dir(epoch_dir)
+    return following is not None and any((following / name).exists() for name in ADAPTER_CONFIGS)
+
+
+def _latest_mtime(epoch_dir: Path, names: tuple[str, ...], shards: list[str]) -> float | None:
     mtimes = []
-    for name in names:
+    for name in (*names, *shards):
         try:
             mtimes.append(os.stat(epoch_dir / name).st_mtime)
         except OSError:
@@ -81,7 +134,7 @@ def _latest_mtime(epoch_dir: Path, names: tuple[str, ...]) -> float | None:
     return max(mtimes, default=None)
 
 
-def _final_epoch_problem(epoch_dir: Path) -> str | None:
+def _files_problem(epoch_dir: Path) -> str | None:
     merged_index = epoch_dir / "model.safetensors.index.json"
     if merged_index.exists():
         problem = _merged_problem(epoch_dir, merged_index)
@@ -91,7 +144,7 @@ def _final_epoch_problem(epoch_dir: Path) -> str | None:
         if (epoch_dir / "model.safetensors").stat().st_size == 0:
             return "model.safetensors is empty"
     else:
-        for name in ("adapter_model.safetensors", "adapter_weights/adapter_model.safetensors"):
+        for name in ADAPTER_WEIGHTS:
             if (epoch_dir / name).exists():
                 problem = _safetensors_problem(epoch_dir / name)
                 if problem:
@@ -99,7 +152,7 @@ def _final_epoch_problem(epoch_dir: Path) -> str | None:
                 break
         else:
             return "no adapter_model.safetensors or merged weights yet"
-    for name in ("adapter_config.json", "adapter_weights/adapter_config.json"):
+    for name in ADAPTER_CONFIGS:
         if (epoch_dir / name).exists():
             try:
                 json.loads((epoch_dir / name).read_text())
@@ -108,8 +161,6 @@ def _final_epoch_problem(epoch_dir: Path) -> str | None:
             break
     else:
         return "adapter_config.json not written yet"
-    if not (epoch_dir / "config.json").exists():
-        return "base-model files (config.json) not copied yet"
     return None
 
 

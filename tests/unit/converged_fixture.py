@@ -66,16 +66,18 @@ def make_converged(desired: Desired) -> None:
 
 
 def write_checkpoints(desired: Desired, unit: Unit) -> None:
-    """Complete epochs the way torchtune leaves them (recipe_state.pt last, except in the final epoch)."""
+    """Complete epochs the way torchtune 0.6.1 leaves them (fixtures/torchtune-0.6.1): each epoch's
+    adapter files, and after every epoch but the last, `recipe_state/recipe_state.pt` beside them."""
     last = unit.epochs[-1]
     for epoch in unit.epochs:
         d = desired.layout.epoch_dir(unit.run, epoch)
         d.mkdir(parents=True, exist_ok=True)
         write_safetensors(d / "adapter_model.safetensors")
         (d / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8}))
-        (d / "config.json").write_text(json.dumps({"model_type": "capdemo"}))
+        (d / "config.json").write_text(json.dumps({"model_type": "llama"}))
         if epoch != last:
-            (d / "recipe_state.pt").write_bytes(b"recipe state")
+            (d.parent / "recipe_state").mkdir(exist_ok=True)
+            (d.parent / "recipe_state" / "recipe_state.pt").write_bytes(b"recipe state")
 
 
 def write_safetensors(path: Path) -> None:

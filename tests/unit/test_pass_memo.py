@@ -122,18 +122,25 @@ def remove_a_log(exp: Path, rng: random.Random) -> list[Path]:
     return [log.parent]
 
 
-def remove_a_recipe_state(exp: Path, rng: random.Random) -> list[Path]:
-    states = sorted(exp.rglob("recipe_state.pt"))
-    if not states:
+def final_epochs(exp: Path) -> list[Path]:
+    """The last epoch directory of each run (no epoch_{N+1} beside it)."""
+    epochs = sorted(exp.rglob("epoch_*"))
+    return [d for d in epochs if not (d.parent / f"epoch_{int(d.name.split('_')[1]) + 1}").exists()]
+
+
+def remove_a_final_epoch(exp: Path, rng: random.Random) -> list[Path]:
+    """An earlier epoch is then proven by the recipe state alone, and the fine-tune is no longer done."""
+    finals = final_epochs(exp)
+    if not finals:
         return []
-    state = states[rng.randrange(len(states))]
-    state.unlink()
-    return [state.parent]
+    final = finals[rng.randrange(len(finals))]
+    shutil.rmtree(final)
+    return [final.parent]
 
 
 def a_final_epoch_file(exp: Path, name: str, rng: random.Random) -> Path | None:
-    """One of the final epochs' `name` files (a final epoch has no recipe_state.pt)."""
-    found = sorted(p for p in exp.rglob(name) if not (p.parent / "recipe_state.pt").exists())
+    """One of the final epochs' `name` files."""
+    found = [d / name for d in final_epochs(exp) if (d / name).exists()]
     return found[rng.randrange(len(found))] if found else None
 
 
@@ -181,7 +188,7 @@ def edit_the_spec(exp: Path, rng: random.Random) -> list[Path]:
     return [spec]
 
 
-CHANGES = [rewrite_log_as_failure, add_a_log, remove_a_log, remove_a_recipe_state, garble_a_final_adapter_config,
+CHANGES = [rewrite_log_as_failure, add_a_log, remove_a_log, remove_a_final_epoch, garble_a_final_adapter_config,
            rewrite_a_final_adapter_config_keeping_its_mtime, truncate_a_final_adapter, journal_a_failure,
            edit_the_spec]
 
