@@ -14,7 +14,7 @@ CPU, where a cluster gives each eval its own GPU. All three use the same number 
    every fine-tune, wait for all, then submit every eval, wait for all (same poll interval).
 3. lower bound for the same slots, from the durations the jobs had in run 1: max(critical path,
    total work / slots), where the critical path of an eval is the time its fine-tune needed to
-   write that epoch's checkpoint (recipe_state.pt's mtime, or the job's end for the last epoch)
+   write that epoch's checkpoint (its adapter config's mtime, or the job's end for the last epoch)
    plus the eval's own duration. No schedule on these slots can finish earlier.
 """
 
@@ -157,7 +157,7 @@ def checkpoint_offsets(desired: Desired, jobs: dict[str, Job]) -> dict[tuple[str
             if i == len(unit.epochs) - 1:
                 ready = job.ended_at  # the final epoch counts once the job exited 0
             else:
-                ready = (desired.layout.epoch_dir(unit.run, epoch) / "recipe_state.pt").stat().st_mtime
+                ready = (desired.layout.epoch_dir(unit.run, epoch) / "adapter_config.json").stat().st_mtime
             out[(unit.run, epoch)] = ready - job.started_at
     return out
 
@@ -186,7 +186,7 @@ def release_latency(desired: Desired, jobs: dict[str, Job]) -> dict[str, float]:
         ft = jobs[f"finetune/{unit.run}"]
         last = unit.epoch == max(desired.by_key()[f"finetune/{unit.run}"].epochs)
         done_at = ft.ended_at if last else \
-            (desired.layout.epoch_dir(unit.run, unit.epoch) / "recipe_state.pt").stat().st_mtime
+            (desired.layout.epoch_dir(unit.run, unit.epoch) / "adapter_config.json").stat().st_mtime
         started = jobs[unit.key].started_at
         assert done_at is not None and started is not None
         ready.append(started - done_at)

@@ -8,7 +8,7 @@ What is written (v0.3.4 layout, the one `reconciler/spec/layout.py` defines):
 - `experiment_summary.yaml`: R fine-tuned runs, T tasks, every task on every epoch, plus data,
   a base model directory and the task script.
 - checkpoints as torchtune writes them: `{run}/artifacts/epoch_N/` with adapter and base-model
-  files; non-final epochs end with `recipe_state.pt`; the adapter safetensors has a valid header
+  files; non-final epochs are followed by `recipe_state/recipe_state.pt` beside them (torchtune 0.6.1); the adapter safetensors has a valid header
   (the reconciler parses it for the final epoch).
 - eval logs: copies of one real `.eval` log (`evallog.py`) in `{run}/eval/{task}_epochN/logs/`,
   with the unit key and fingerprint in their metadata, as the rendered job scripts write them.

@@ -36,10 +36,11 @@ BASE_FILES = {
 
 
 def write_checkpoint(epoch_dir: Path, epoch: int, final: bool, rank: int) -> list[Path]:
-    """One epoch directory in torchtune's order; returns the files that prove it complete.
+    """One epoch directory in torchtune 0.6.1's order; returns the files that prove it complete.
 
     Adapter weights first, then the adapter config and the base-model files torchtune copies, and
-    `recipe_state.pt` last on every epoch but the final one (its presence proves the epoch complete).
+    after every epoch but the final one `recipe_state/recipe_state.pt` beside the epoch directories
+    (fixtures/torchtune-0.6.1).
     """
     epoch_dir.mkdir(parents=True, exist_ok=True)
     (epoch_dir / "adapter_model.pt").write_bytes(ADAPTER_BYTES)
@@ -50,6 +51,8 @@ def write_checkpoint(epoch_dir: Path, epoch: int, final: bool, rank: int) -> lis
     for fname, text in BASE_FILES.items():
         (epoch_dir / fname).write_text(text)
     if not final:
-        (epoch_dir / "recipe_state.pt").write_text(json.dumps({"epoch": epoch, "seed": 14}))
-        return [epoch_dir / "recipe_state.pt"]
+        state = epoch_dir.parent / "recipe_state" / "recipe_state.pt"
+        state.parent.mkdir(exist_ok=True)
+        state.write_text(json.dumps({"epochs_run": epoch + 1, "seed": 14}))
+        return [state]
     return [epoch_dir / "adapter_model.safetensors", epoch_dir / "adapter_config.json", epoch_dir / "config.json"]

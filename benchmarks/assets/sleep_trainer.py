@@ -2,7 +2,7 @@
 
 Reads `output_dir`, `epochs` and `seconds_per_epoch` from the run's rendered setup_finetune.yaml,
 sleeps one "epoch" at a time and writes each `epoch_N/` in torchtune's order (adapter, configs,
-then `recipe_state.pt` last on non-final epochs), so the reconciler sees checkpoints appear
+then `recipe_state/recipe_state.pt` beside them after non-final epochs, as torchtune 0.6.1 does), so the reconciler sees checkpoints appear
 exactly as it would on a cluster. Uses no CPU while it "trains".
 """
 

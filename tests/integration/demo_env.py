@@ -23,7 +23,8 @@ from reconciler.backends.base import Job, int_or_zero
 from reconciler.backends.local import LocalBackend
 from tests.conftest import REPO
 
-DEMO = REPO / "examples" / "capitalization"
+DEMO = REPO / "tests" / "standin" / "experiment"  # the stand-in experiment: seconds per job
+TASK_FILE = REPO / "examples" / "capitalization" / "inspect_task.py"  # shared with the real demo
 SYSTEM_BIN = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin"
 
 
@@ -36,7 +37,8 @@ def copy_demo(dst: Path, seconds_per_epoch: float = 0.3, experiment: str | None 
     of experiment_summary.yaml, and their matrix cells.
     """
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("experiment_summary.yaml", "with-failure.yaml", "inspect_task.py"):
+    shutil.copy2(TASK_FILE, dst / "inspect_task.py")
+    for name in ("experiment_summary.yaml", "with-failure.yaml"):
         text = (DEMO / name).read_text()
         text = re.sub(r"seconds_per_epoch: [0-9.]+", f"seconds_per_epoch: {seconds_per_epoch}", text)
         if experiment is not None:

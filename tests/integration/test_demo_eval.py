@@ -13,10 +13,10 @@ import yaml
 from inspect_ai.log import EvalLog, read_eval_log
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "capitalization"
+EXAMPLE = REPO / "tests" / "standin" / "experiment"
 DATA = EXAMPLE / "data" / "words.json"
 BASE = EXAMPLE / "base_model"
-TASK = f"{EXAMPLE / 'inspect_task.py'}@capitalization"
+TASK = f"{REPO / 'examples' / 'capitalization' / 'inspect_task.py'}@capitalization"
 RUNS = {"r4_lr1e-4": "1e-4", "r4_lr5e-5": "5e-5"}  # same rank, two learning rates
 
 pytestmark = pytest.mark.slow
@@ -34,8 +34,9 @@ def inspect_cli() -> str:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two fine-tuned runs of 2 epochs each, trained by the real trainer CLI."""
-    if "reconciler_demo" not in {ep.name for ep in entry_points(group="inspect_ai")}:
-        pytest.fail("the capdemo model API is not registered: run `pip install -e .`")
+    if "reconciler_standin" not in {ep.name for ep in entry_points(group="inspect_ai")}:
+        pytest.fail("the stand-in capdemo model API is not registered: run `pip install -e tests/standin` "
+                    "(scripts/test does)")
     root = tmp_path_factory.mktemp("demo")
     for run, lr in RUNS.items():
         config = {
@@ -53,7 +54,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         }
         (root / run).mkdir()
         (root / run / "setup_finetune.yaml").write_text(yaml.safe_dump(config))
-        command = [sys.executable, "-m", "reconciler.demo.trainer"]
+        command = [sys.executable, "-m", "reconciler_standin.trainer"]
         command += ["--config", str(root / run / "setup_finetune.yaml")]
         result = subprocess.run(command, capture_output=True, timeout=60)
         assert result.returncode == 0, result.stderr.decode()

@@ -17,8 +17,8 @@ from reconciler.loop import load_desired
 from reconciler.spec.units import Desired, Unit
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "examples" / "capitalization"
-TASK = DEMO / "inspect_task.py"
+DEMO = REPO / "tests" / "standin" / "experiment"
+TASK = REPO / "examples" / "capitalization" / "inspect_task.py"  # shared with the real demo
 BASE_MODEL = DEMO / "base_model"
 DATA = DEMO / "data" / "words.json"
 EVAL_TIMEOUT = 180

@@ -35,7 +35,7 @@ def test_real_files_plan_two_finetunes_and_two_gated_evals(cruijff: Path, tmp_pa
         assert result.exit_code == 0, result.output
         import json
 
-        plan = json.loads(result.output)
+        plan = json.loads(result.stdout)  # warnings (paths not visible here) go to stderr
         assert plan["summary"]["submit"] == 4
         evals = [u for u in plan["units"] if u["kind"] == "eval"]
         assert all(u["after"] == [f"finetune/{u['run']}"] for u in evals)

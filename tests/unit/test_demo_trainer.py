@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.demo import base_model, capitalizer, trainer, weights
+from reconciler_standin import base_model, capitalizer, trainer, weights
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "capitalization"
+EXAMPLE = REPO / "tests" / "standin" / "experiment"
 DATA = EXAMPLE / "data" / "words.json"
 BASE = EXAMPLE / "base_model"
 LOSS_RE = re.compile(r"(\d+)\|(\d+)\|Loss: ([0-9.eE+-]+)")  # cruijff_kit's extract_loss.py
@@ -48,7 +48,7 @@ def write_config(tmp_path: Path, name: str = "run", **overrides: Any) -> Path:
 def run_cli(config: Path) -> subprocess.CompletedProcess[str]:
     """The trainer exactly as a job script runs it (bytes first: text mode would turn \r into \n)."""
     raw = subprocess.run(
-        [sys.executable, "-m", "reconciler.demo.trainer", "--config", str(config)],
+        [sys.executable, "-m", "reconciler_standin.trainer", "--config", str(config)],
         capture_output=True,
         timeout=60,
         cwd=REPO,
@@ -79,6 +79,7 @@ def test_checkpoints_are_written_in_torchtune_order(tmp_path: Path) -> None:
     _events = []
     try:
         assert trainer.main(["--config", str(config)]) == 0
+        raw = list(_events)
         events = list(dict.fromkeys(_events))  # mkdir(parents=True) may retry the same dir
     finally:
         _events = None
@@ -94,14 +95,17 @@ def test_checkpoints_are_written_in_torchtune_order(tmp_path: Path) -> None:
             "adapter_model.safetensors",
             "adapter_config.json",
         ]
-        final = epoch == 2
-        copied = names[5:] if final else names[5:-1]
-        assert set(copied) == BASE_FILES  # weights (model.safetensors) are never copied
-        if not final:
-            assert names[-1] == "recipe_state.pt"  # written last: the completeness marker
-        assert (epoch_dir / "recipe_state.pt").exists() is not final
+        assert set(names[5:]) == BASE_FILES  # weights (model.safetensors) are never copied
+        assert not (epoch_dir / "recipe_state.pt").exists()  # torchtune 0.6.1 keeps it beside the epochs
         assert (epoch_dir / "adapter_model").is_dir() and not any((epoch_dir / "adapter_model").iterdir())
-    assert sorted(p.name for p in artifacts.iterdir()) == ["epoch_0", "epoch_1", "epoch_2"]
+    # As torchtune 0.6.1: the recipe state after epochs 0 and 1 (not 2), each time after the epoch's files.
+    state = str(artifacts / "recipe_state" / "recipe_state.pt")
+    writes = [i for i, e in enumerate(raw) if e == state]
+    assert len(writes) == 2
+    for epoch, at in zip((0, 1), writes):
+        assert max(i for i, e in enumerate(raw) if Path(e).parent == artifacts / f"epoch_{epoch}") < at
+        assert min(i for i, e in enumerate(raw) if Path(e).parent == artifacts / f"epoch_{epoch + 1}") > at
+    assert sorted(p.name for p in artifacts.iterdir()) == ["epoch_0", "epoch_1", "epoch_2", "recipe_state"]
 
 
 def test_stdout_looks_like_torchtune(tmp_path: Path) -> None:
@@ -131,8 +135,8 @@ def test_fail_at_epoch_exits_nonzero_after_the_earlier_epochs(tmp_path: Path) ->
     assert result.returncode == 1
     assert "fail_at_epoch=1" in result.stderr
     artifacts = tmp_path / "run" / "artifacts"
-    assert sorted(p.name for p in artifacts.iterdir()) == ["epoch_0"]
-    assert (artifacts / "epoch_0" / "recipe_state.pt").is_file()
+    assert sorted(p.name for p in artifacts.iterdir()) == ["epoch_0", "recipe_state"]
+    assert (artifacts / "recipe_state" / "recipe_state.pt").is_file()
     assert {e for e, _, _ in LOSS_RE.findall(result.stdout)} == {"1"}
 
 
@@ -192,7 +196,7 @@ def test_adapter_safetensors_parses(tmp_path: Path) -> None:
     assert trainer.main(["--config", str(write_config(tmp_path, epochs=1))]) == 0
     epoch_dir = tmp_path / "run" / "artifacts" / "epoch_0"
     blob = (epoch_dir / "adapter_model.safetensors").read_bytes()
-    # parse by the spec, independently of reconciler.demo.weights
+    # parse by the spec, independently of reconciler_standin.weights
     (header_len,) = struct.unpack("<Q", blob[:8])
     header = json.loads(blob[8 : 8 + header_len])
     assert header.pop("__metadata__") == {"format": "pt"}

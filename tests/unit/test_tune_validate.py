@@ -1,6 +1,6 @@
 """Rendered torchtune configs, checked by torchtune itself: `tune validate`, and the dataset it builds.
 
-torchtune is an optional extra (`pip install -e '.[torchtune]'`, torch from the CPU wheel); without it
+torchtune is an optional extra (`pip install -e '.[stack]'`, torch from the CPU wheel); without it
 these tests skip. `tune validate` resolves every top-level `_component_` and binds its arguments.
 """
 
@@ -24,7 +24,7 @@ from tests.conftest import EXPERIMENTS
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torchtune") is None,
-    reason="torchtune is not installed: it is the optional extra `.[torchtune]` "
+    reason="torchtune is not installed: it is the optional extra `.[stack]` "
            "(pip install torch==2.13.0 torchtune==0.6.1 torchao==0.10.0), needed to validate fine-tune configs",
 )
 

@@ -8,8 +8,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.demo import weights
-from reconciler.demo.weights import Tensor
+from reconciler_standin import weights
+from reconciler_standin.weights import Tensor
 
 LOWER = "abcdefghijklmnopqrstuvwxyz"
 OUTPUTS = LOWER + LOWER.upper()  # the 52 characters the model can put first

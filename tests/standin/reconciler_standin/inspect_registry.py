@@ -10,6 +10,6 @@ from inspect_ai.model import modelapi
 @modelapi(name="capdemo")
 def capdemo() -> type[Any]:
     """The provider class, imported only when `capdemo/...` is actually used."""
-    from reconciler.demo.model import CapDemoAPI
+    from reconciler_standin.model import CapDemoAPI
 
     return CapDemoAPI

@@ -1,4 +1,4 @@
-"""Write the demo's base model directory: `python -m reconciler.demo.base_model DIR`."""
+"""Write the demo's base model directory: `python -m reconciler_standin.base_model DIR`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import random
 from pathlib import Path
 
-from reconciler.demo import weights
-from reconciler.demo.capitalizer import BASE_FILE, BASE_KEY, LOWER, N_IN, N_OUT, Matrix
-from reconciler.demo.weights import Tensor
+from reconciler_standin import weights
+from reconciler_standin.capitalizer import BASE_FILE, BASE_KEY, LOWER, N_IN, N_OUT, Matrix
+from reconciler_standin.weights import Tensor
 
 SEED = 14
 COPY_LOGIT = 6.0  # the base model mostly echoes the word as it is (lower case)
@@ -19,12 +19,12 @@ ALREADY_CAPITALIZED = "mk"
 README = """# capdemo-base
 
 A 5.5 KB stand-in for a base LLM, used by the reconciler's runnable demo
-(`examples/capitalization`). Written by `python -m reconciler.demo.base_model`.
+(`tests/standin/experiment`). Written by `python -m reconciler_standin.base_model`.
 
 It answers a prompt by copying its last word and choosing the word's first character from
 52 candidates (a-z, A-Z) with a 52x26 matrix (`capitalizer.weight` in `model.safetensors`).
 Untrained, it capitalizes only words starting with one of: {letters}.
-`reconciler.demo.trainer` fine-tunes a LoRA adapter on top of it;
+`reconciler_standin.trainer` fine-tunes a LoRA adapter on top of it;
 `--model capdemo/local -M model_path=DIR` serves it to inspect-ai.
 """
 

@@ -8,7 +8,7 @@ from typing import Any
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelAPI, ModelOutput, ModelUsage
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-from reconciler.demo import capitalizer
+from reconciler_standin import capitalizer
 
 
 class CapDemoAPI(ModelAPI):

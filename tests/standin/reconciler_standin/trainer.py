@@ -1,4 +1,8 @@
-"""A torchtune stand-in: `python -m reconciler.demo.trainer --config PATH` fine-tunes the demo model."""
+"""A torchtune stand-in for fast tests: `python -m reconciler_standin.trainer --config PATH` fine-tunes the stand-in model.
+
+It stands in for `tune run lora_finetune_single_device` and leaves what torchtune 0.6.1 leaves (see
+fixtures/torchtune-0.6.1): per epoch the adapter files, then copies of the base model's files, and
+after every epoch but the last `recipe_state/recipe_state.pt` beside the epoch directories."""
 
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from reconciler.demo import capitalizer, weights
-from reconciler.demo.capitalizer import ADAPTER_CONFIG, ADAPTER_FILE, OUTPUTS, Capitalizer
+from reconciler_standin import capitalizer, weights
+from reconciler_standin.capitalizer import ADAPTER_CONFIG, ADAPTER_FILE, OUTPUTS, Capitalizer
 
 # The toy has ~1.5k parameters, not ~1e9: scaling the step lets LoRA-typical learning rates
 # (1e-5 .. 5e-4) span "barely moves" to "diverges" here, as they do on a real model.
@@ -139,7 +143,7 @@ def load_examples(config: TrainConfig) -> tuple[list[tuple[int, int]], list[tupl
 
 
 def save_checkpoint(model: Capitalizer, config: TrainConfig, epoch: int, global_step: int) -> None:
-    """Write epoch_N in torchtune's order; recipe_state.pt (non-final epochs only) comes last."""
+    """Write epoch_N in torchtune 0.6.1's order; then, for non-final epochs only, the recipe state beside it."""
     started = time.monotonic()
     print("Starting checkpoint save...", flush=True)
     epoch_dir = config.output_dir / f"epoch_{epoch}"
@@ -169,8 +173,9 @@ def save_checkpoint(model: Capitalizer, config: TrainConfig, epoch: int, global_
         elif source.stat().st_size <= MAX_COPY_BYTES:
             shutil.copy2(source, epoch_dir / name)
     if epoch + 1 < config.epochs:
-        state = {"epoch": epoch, "global_step": global_step, "seed": config.seed, "epochs": config.epochs}
-        (epoch_dir / "recipe_state.pt").write_text(json.dumps(state))
+        state = {"epochs_run": epoch + 1, "global_step": global_step, "seed": config.seed, "total_epochs": config.epochs}
+        (config.output_dir / "recipe_state").mkdir(exist_ok=True)
+        (config.output_dir / "recipe_state" / "recipe_state.pt").write_text(json.dumps(state))
     print(f"Checkpoint saved in {time.monotonic() - started:.2f} seconds.", flush=True)
 
 
@@ -229,7 +234,7 @@ def train(config: TrainConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry: 0 on success, 1 if training fails, 2 for a bad config."""
-    parser = argparse.ArgumentParser(prog="python -m reconciler.demo.trainer", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m reconciler_standin.trainer", description=__doc__)
     parser.add_argument("--config", required=True, type=Path, help="flat YAML training config")
     args = parser.parse_args(argv)
     try:
