@@ -16,7 +16,7 @@ import click
 from reconciler import pass_memo
 from reconciler.backends import BACKEND_NAMES, make_backend
 from reconciler.backends.base import Backend
-from reconciler.errors import ReconcilerError, SpecError
+from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
 from reconciler.plan import Plan, Policy
@@ -50,6 +50,20 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _warn(desired: Desired) -> None:
     for warning in desired.loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+def _preflight(desired: Desired, environment: bool) -> None:
+    """What the jobs will need, before any of them runs: warnings printed, errors stop the command (exit 2)."""
+    from reconciler.scaffold.preflight import preflight
+    from reconciler.scaffold.resources import load_user_config
+
+    user = load_user_config()
+    problems = preflight(desired.loaded, check_environment=environment, user_environment=bool(user.environment))
+    for problem in problems:
+        click.echo(f"{problem.severity}: {problem}", err=True)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise UsageError(f"{len(errors)} problem(s) above must be fixed before any job runs; nothing was submitted")
 
 
 def _scheduler(desired: Desired, backend: str, offline: bool) -> Backend | None:
@@ -91,6 +105,7 @@ def validate(exp: Path) -> None:
 
     desired = load_desired(exp)
     _warn(desired)
+    _preflight(desired, environment=True)
     kinds = [u.kind for u in desired.units]
     click.echo(f"{desired.loaded.path}: valid ({desired.loaded.dialect} dialect): "
                f"{kinds.count('finetune')} fine-tunes, {kinds.count('eval')} evals")
@@ -116,6 +131,8 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
             backend_for=None if offline else (lambda state_dir: make_backend(backend, state_dir)[0]))
         for warning in the_plan.warnings:
             click.echo(f"warning: {warning}", err=True)
+        if desired is not None:  # a recalled plan read nothing, and its inputs have not changed since
+            _preflight(desired, environment=not offline)
         if fmt == "markdown" and desired is None:
             from reconciler.loop import load_desired
 
@@ -229,6 +246,7 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
 
     desired = load_desired(exp)
     _warn(desired)
+    _preflight(desired, environment=False)
     reports = render_all(desired, dry_run=dry_run, force=force)
     for report in reports:
         note = f" ({report.note})" if report.note else ""
@@ -283,6 +301,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
 
     desired = load_desired(exp)
     _warn(desired)
+    _preflight(desired, environment=True)
     policy = _policy(desired, max_attempts, replace)
     backend, note = make_backend(backend_name, desired.layout.state_dir)
     caps = backend.capabilities

@@ -17,3 +17,13 @@ def cruijff() -> Path:
     if not SHARED_CRUIJFF.is_dir():
         pytest.skip(f"{SHARED_CRUIJFF} is absent (a user's clone has no shared/ folder beside it)")
     return SHARED_CRUIJFF
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight Llama model of examples/tiny-llama, made once per session (about 10 s)."""
+    from tests.real_stack import make_tiny_model, missing_stack
+
+    if missing_stack():
+        pytest.skip(f"the real stack is not installed ({', '.join(missing_stack())} missing): pip install -e '.[stack]'")
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "model")

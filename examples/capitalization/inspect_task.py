@@ -1,4 +1,4 @@
-"""inspect-ai task for the capitalization demo, shaped like cruijff_kit's blueprints/capitalization task."""
+"""inspect-ai task for the capitalization demo (and the tests' stand-in experiment), shaped like cruijff_kit's blueprints/capitalization task."""
 
 from __future__ import annotations
 

@@ -108,6 +108,15 @@ def write_weights(out: Path, seed: int, layers: int, width: int) -> None:
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.generation_config.do_sample = False
     model.save_pretrained(str(out), safe_serialization=True)
+    # transformers 5 writes `rope_parameters`; 4.x reads `rope_theta` and `rope_scaling` and would
+    # silently fall back to an unscaled rope without them. Meta's own files carry the legacy keys.
+    path = out / "config.json"
+    saved = json.loads(path.read_text())
+    rope = dict(saved.get("rope_parameters") or {})
+    saved.setdefault("rope_theta", rope.pop("rope_theta", 500000.0))
+    saved.setdefault("rope_scaling", rope)
+    saved.setdefault("torch_dtype", "bfloat16")
+    path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

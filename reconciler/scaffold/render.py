@@ -20,7 +20,7 @@ from reconciler.scaffold.finetune_config import (
 )
 from reconciler.scaffold.remedies import Remedy
 from reconciler.scaffold.resources import NO_USER_CONFIG, Resources, UserConfig, resources_for, sbatch_value
-from reconciler.scaffold.values import EvalValues, eval_values, find_run, train_values
+from reconciler.scaffold.values import EvalValues, base_model_path, eval_values, find_run, train_values
 from reconciler.spec.units import Desired, Unit
 
 SCRIPT_MODE = 0o755
@@ -135,18 +135,28 @@ def _render_eval(desired: Desired, unit: Unit, res: Resources, user: UserConfig,
     v = eval_values(loaded, unit)
     config_path = layout.eval_config(unit.run, unit.task, unit.epoch)
     config = eval_config(v, unit, loaded.spec.tools.model_api)
+    view: list[str] = []
+    load_path = v.model_path
+    if unit.needs_epoch is not None:
+        load_path = layout.eval_model_view(unit.run, unit.task, unit.epoch)
+        base = base_model_path(loaded, find_run(loaded, unit.run))
+        view = [*CHECKPOINT_VIEW_COMMENT, f"python - {q(v.model_path)} {q(base)} {q(load_path)} <<'PY' || exit 1",
+                CHECKPOINT_VIEW_PY, "PY"]
     # One option per line: [words...] groups, each word quoted.
     args: list[list[str]] = [
         ["inspect", "eval", f"{v.task_script}@{v.task_name}"],
         ["--model", loaded.spec.tools.model_api],
-        ["-M", f"model_path={yaml_arg(str(v.model_path), 'model_path')}"],
+        ["-M", f"model_path={yaml_arg(str(load_path), 'model_path')}"],
         ["-T", f"data_path={yaml_arg(str(v.data_path), 'data_path')}"],
         ["-T", f"config_path={yaml_arg(str(config_path), 'config_path')}"],
         ["-T", f"vis_label={yaml_arg(v.vis_label, 'vis_label')}"],
         ["--metadata", f"run={yaml_arg(v.run, 'run')}"],
     ]
+    if res.device != "cuda":
+        args.insert(3, ["-M", f"device={yaml_arg(res.device, 'device')}"])
     if v.epoch is not None:
         args.append(["--metadata", f"epoch={v.epoch}"])
+        args.append(["--metadata", f"checkpoint={yaml_arg(str(v.model_path), 'checkpoint')}"])
     args += [
         ["--metadata", f"is_finetuned={'true' if v.is_finetuned else 'false'}"],
         ["--metadata", f"source_model={yaml_arg(v.source_model, 'source_model')}"],
@@ -170,6 +180,7 @@ def _render_eval(desired: Desired, unit: Unit, res: Resources, user: UserConfig,
         'export HF_DATASETS_CACHE="${TMPDIR:-/tmp}/reconciler-hf-datasets-${SLURM_JOB_ID:-$$}"',
         f'mkdir -p -- {q(unit.log_dir)} "$HF_DATASETS_CACHE"',
         f"cd -- {q(unit.workdir)} || exit 1",
+        *view,
         " \\\n    ".join(" ".join(q(word) for word in group) for group in args),
         "status=$?",
         'rm -rf -- "$HF_DATASETS_CACHE"',
@@ -220,6 +231,38 @@ def eval_config(v: EvalValues, unit: Unit, model_api: str) -> dict[str, Any]:
     assert unit.log_dir is not None
     out["log_dir"] = str(unit.log_dir)
     return out
+
+
+# torchtune leaves its LoRA adapter files beside an epoch's weights. Loaded as they are, transformers
+# 5 with peft installed applies that adapter on top of the merged weights (a second time) or, for an
+# adapter-only save, finds a config.json without weights and fails. So an eval loads the epoch
+# through a directory of links: a merged save without its adapter files; an adapter-only save
+# without config.json and with its adapter config pointing at the base model's local directory
+# (transformers then loads base + adapter, which needs peft). Measured with transformers 5.24 and
+# peft 0.15. The checkpoint itself is never changed, and the epoch can be evaluated while the next
+# one trains.
+CHECKPOINT_VIEW_COMMENT = (
+    "# Load the checkpoint through a directory of links (merged weights without the adapter files, or",
+    "# the adapter with its base model's local path): the checkpoint itself is never changed.",
+)
+CHECKPOINT_VIEW_PY = """\
+import json, os, sys
+checkpoint, base, view = sys.argv[1:]
+os.makedirs(view, exist_ok=True)
+for name in os.listdir(view):
+    os.unlink(os.path.join(view, name))
+names = sorted(os.listdir(checkpoint))
+merged = any(n.startswith("model") and n.endswith(".safetensors") for n in names)
+for name in names:
+    if name.startswith("adapter_") and merged or name in ("adapter_config.json", "config.json") and not merged:
+        continue
+    os.symlink(os.path.join(checkpoint, name), os.path.join(view, name))
+if not merged:
+    with open(os.path.join(checkpoint, "adapter_config.json")) as fh:
+        adapter = json.load(fh)
+    adapter["base_model_name_or_path"] = base
+    with open(os.path.join(view, "adapter_config.json"), "w") as fh:
+        json.dump(adapter, fh)"""
 
 
 # ---------------------------------------------------------------- pieces

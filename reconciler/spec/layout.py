@@ -112,6 +112,12 @@ class Layout:
             return self.eval_dir(run) / f"{self.cell(task, epoch)}_config.yaml"
         return self.cell_dir(run, task, epoch) / "eval.yaml"
 
+    def eval_model_view(self, run: str, task: str, epoch: int | None) -> Path:
+        """The directory of links through which an eval job loads its checkpoint (see scaffold/render.py)."""
+        if self.dialect == "v0.2":
+            return child(self.eval_dir(run), f"{self.cell(task, epoch)}_model")
+        return child(self.cell_dir(run, task, epoch), "model")
+
     def eval_log_dir(self, run: str, task: str, epoch: int | None) -> Path:
         return child(self.cell_dir(run, task, epoch), "logs")
 

@@ -140,3 +140,41 @@ def test_a_named_component_is_used_as_given(tmp_path: Path) -> None:
                                  if f.path.name == "finetune.yaml"))
     assert config["model"]["_component_"] == "torchtune.models.qwen2_5.lora_qwen2_5_0_5b"
     assert config["checkpointer"]["model_type"] == "QWEN2"
+
+
+def run_view(tmp: Path, files: list[str]) -> Path:
+    """Run the eval script's checkpoint-view step on a checkpoint holding `files`."""
+    import subprocess
+    import sys
+
+    from reconciler.scaffold.render import CHECKPOINT_VIEW_PY
+
+    checkpoint, view = tmp / "epoch_0", tmp / "view"
+    (checkpoint / "original").mkdir(parents=True)
+    for name in files:
+        (checkpoint / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkpoint / name).write_text('{"r": 4, "base_model_name_or_path": null}')
+    subprocess.run([sys.executable, "-", str(checkpoint), "/models/base", str(view)], input=CHECKPOINT_VIEW_PY,
+                   text=True, check=True)
+    return view
+
+
+def test_a_merged_checkpoint_is_loaded_without_its_adapter_files(tmp_path: Path) -> None:
+    """transformers 5 with peft would apply the adapter a second time on top of the merged weights."""
+    view = run_view(tmp_path, ["model-00001-of-00001.safetensors", "model.safetensors.index.json", "config.json",
+                               "tokenizer.json", "adapter_config.json", "adapter_model.safetensors",
+                               "adapter_model.pt", "adapter_weights/adapter_config.json"])
+    assert sorted(p.name for p in view.iterdir()) == ["config.json", "model-00001-of-00001.safetensors",
+                                                      "model.safetensors.index.json", "original", "tokenizer.json"]
+    assert all(p.is_symlink() for p in view.iterdir())
+
+
+def test_an_adapter_only_checkpoint_names_its_local_base_model(tmp_path: Path) -> None:
+    """Without config.json transformers takes the directory for an adapter and loads the base named in it."""
+    view = run_view(tmp_path, ["config.json", "tokenizer.json", "adapter_config.json", "adapter_model.safetensors"])
+    assert sorted(p.name for p in view.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                      "original", "tokenizer.json"]
+    assert json.loads((view / "adapter_config.json").read_text()) == {"r": 4, "base_model_name_or_path": "/models/base"}
+    assert not (view / "adapter_config.json").is_symlink()
+    # The checkpoint itself is untouched; a second run replaces the view's links.
+    assert json.loads((tmp_path / "epoch_0" / "adapter_config.json").read_text())["base_model_name_or_path"] is None

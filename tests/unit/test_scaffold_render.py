@@ -331,6 +331,11 @@ def test_hostile_prompts_reach_the_eval_config_byte_for_byte_and_run_nothing(tmp
         unit = unit_of(desired, key)
         report = sync_unit(desired, unit, user=NO_USER)
         assert report.status == "written"
+        assert unit.model_path is not None
+        if unit.epoch is not None:  # a merged checkpoint, with torchtune's adapter files beside it
+            unit.model_path.mkdir(parents=True)
+            for name in ("model.safetensors", "config.json", "adapter_config.json", "adapter_model.safetensors"):
+                (unit.model_path / name).write_text("{}")
         proc, record = run_script(unit.script, tmp_path, exit_code=3)
         assert proc.returncode == 3, proc.stderr  # the script exits with inspect's code
         rec = json.loads((record / "inspect.json").read_text())
@@ -344,8 +349,15 @@ def test_hostile_prompts_reach_the_eval_config_byte_for_byte_and_run_nothing(tmp
         assert rec["task_args"] == {"data_path": str(exp / "data" / "words_5L_80P_10.json"),
                                     "config_path": str(config_path),
                                     "vis_label": "rank4" if unit.epoch is not None else "base"}
-        assert rec["model_args"] == {"model_path": str(unit.model_path)}
         meta = rec["metadata"]
+        if unit.epoch is None:
+            assert rec["model_args"] == {"model_path": str(unit.model_path)}
+        else:  # loaded through a directory of links: the weights without the adapter files
+            view = Path(rec["model_args"]["model_path"])
+            assert view == desired.layout.eval_model_view(unit.run, "capitalization", unit.epoch)
+            assert sorted(p.name for p in view.iterdir()) == ["config.json", "model.safetensors"]
+            assert (view / "model.safetensors").resolve() == unit.model_path / "model.safetensors"
+            assert meta["checkpoint"] == str(unit.model_path)
         assert meta["reconciler_unit"] == key and meta["reconciler_fingerprint"] == f"fp-{unit.fingerprint}"
         assert meta["run"] == unit.run and meta.get("epoch") == unit.epoch
         assert rec["argv"][rec["argv"].index("--log-dir") + 1] == str(unit.log_dir)

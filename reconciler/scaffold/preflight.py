@@ -1,0 +1,139 @@
+"""What a job will need, checked before any job runs: model directories, tokenizers, task files, the eval environment.
+
+Paths that are not visible here (the experiment is meant for a cluster's filesystem) are warnings
+that say so; a path whose directory is here but which is itself missing is an error (a typo).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from reconciler.errors import SpecError
+from reconciler.scaffold import ScaffoldError
+from reconciler.scaffold.finetune_config import torchtune_model
+from reconciler.scaffold.model_dir import read_model_dir
+from reconciler.spec.load import LoadedSpec
+from reconciler.spec.yamlpos import PathKey, format_path
+
+Severity = Literal["error", "warning"]
+Add = Callable[[Severity, PathKey, str], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: Severity
+    error: SpecError  # where (file:line:col, field) and what
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+def preflight(loaded: LoadedSpec, check_environment: bool = True, user_environment: bool = False) -> list[Problem]:
+    """Every problem a job would meet, each located in the experiment file; errors first.
+
+    `user_environment`: the user config names an environment for the jobs (they then do not run
+    with this machine's, which cannot be checked from here).
+    """
+    problems: list[Problem] = []
+
+    def add(severity: Severity, key: PathKey, message: str) -> None:
+        if loaded.located is not None:
+            error = loaded.located.error(key, message)
+        else:
+            error = SpecError(loaded.path, None, None, format_path(key), message)
+        problems.append(Problem(severity, error))
+
+    spec = loaded.spec
+    hf = spec.tools.model_api.startswith("hf/")  # evals load models with transformers
+    torchtune = spec.tools.preparation == "torchtune"
+    evaluated = {r.model for r in spec.runs if r.type in ("fine-tuned", "control")}
+    finetuned = {r.model for r in spec.runs if r.type == "fine-tuned"} if torchtune else set()
+    for i, base in enumerate(spec.models.base):
+        if base.name not in finetuned and not (hf and base.name in evaluated):
+            continue  # another trainer or model API reads this directory its own way
+        key: PathKey = ("models", "base", i, "path")
+        path = loaded.resolve(base.path)
+        if not path.is_dir():
+            _missing(add, key, path, "model directory")
+            continue
+        model = read_model_dir(path)
+        if model.config is None:
+            add("error", key, f"{path}: {model.problem}: transformers and torchtune read the model from config.json")
+            continue
+        if base.name in finetuned:
+            try:
+                torchtune_model(base.name, model, base.component, base.model_type, f"models.base[{base.name}]")
+            except ScaffoldError as exc:
+                add("error", key, str(exc))
+            if not model.has_tiktoken and base.component is None:
+                add("error", key, f"{path}: no original/tokenizer.model, which torchtune's Llama 3 tokenizer reads")
+            if not model.weight_files:
+                add("error", key, f"{path}: no model.safetensors or model.safetensors.index.json to fine-tune from")
+        if hf and not model.has_hf_tokenizer:
+            add("error", key, f"{path}: no tokenizer.json: inspect-ai's hf provider loads the tokenizer with "
+                              "transformers (torchtune copies it into every checkpoint from here)")
+    for i, task in enumerate(spec.evaluation.tasks):
+        script = loaded.resolve(task.script)
+        if not script.is_file():
+            _missing(add, ("evaluation", "tasks", i, "script"), script, "task file")
+    data = loaded.resolve(spec.data.training.path)
+    if not data.is_file():
+        _missing(add, ("data", "training", "path"), data, "training data file")
+    if check_environment and not user_environment:
+        _check_environment(loaded, add)
+    return sorted(problems, key=lambda p: p.severity != "error")
+
+
+def _missing(add: Add, key: PathKey, path: Path, what: str) -> None:
+    """A typo (its directory is here) is an error; a path not visible here at all is a warning."""
+    if path.parent.is_dir():
+        add("error", key, f"{what} {path} does not exist")
+    else:
+        add("warning", key, f"{what} {path} is not visible here (a path on the cluster?); jobs will need it")
+
+
+# What each program needs in the environment that runs the jobs.
+_EVAL_MODULES = ("inspect_ai", "transformers", "accelerate")
+
+
+def _check_environment(loaded: LoadedSpec, add: Add) -> None:
+    """When the jobs' environment is this machine's (no activation named), ask its Python what it has."""
+    spec = loaded.spec
+    if spec.reconciler.environment is not None or not spec.tools.model_api.startswith("hf/"):
+        return
+    inspect = shutil.which("inspect")
+    if inspect is None:
+        add("warning", ("tools", "evaluation"), "`inspect` is not on this PATH: eval jobs run it (install "
+                                                 "inspect-ai where the jobs run, or name an environment)")
+        return
+    missing = _missing_modules(_interpreter(Path(inspect)), _EVAL_MODULES)
+    if missing:
+        add("error", ("tools", "model_api"), f"the environment of {inspect} lacks {', '.join(missing)}: "
+                                             f"`--model {spec.tools.model_api}` needs them "
+                                             "(pip install transformers accelerate)")
+
+
+def _interpreter(script: Path) -> str:
+    """The Python a console script runs with (its #! line)."""
+    try:
+        with open(script, "rb") as fh:
+            first = fh.readline().decode("utf-8", "replace").strip()
+    except OSError:
+        return "python3"
+    return first[2:].strip().split()[0] if first.startswith("#!") and "python" in first else "python3"
+
+
+def _missing_modules(python: str, modules: tuple[str, ...]) -> list[str]:
+    # find_spec looks for a module without importing it: milliseconds, not transformers' seconds.
+    code = ("import importlib.util as u, sys\n"
+            "print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))")
+    try:
+        done = subprocess.run([python, "-c", code, *modules], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []  # not checkable here: say nothing rather than guess
+    return done.stdout.split() if done.returncode == 0 else []
