@@ -20,7 +20,7 @@ from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
 from reconciler.plan import Plan, Policy
-from reconciler.report import plan_render
+from reconciler.report import hints, plan_render
 
 if TYPE_CHECKING:
     from reconciler.loop import PassResult
@@ -76,7 +76,7 @@ def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...]
     unknown = keys - set(desired.by_key())
     if unknown:
         raise ReconcilerError(f"--replace: {sorted(unknown)[0]!r} is not a unit of this experiment "
-                              "(see `reconcile plan` for unit keys)")
+                              f"(unit keys: {hints.reconcile('plan', desired.loaded.path, None, '--offline')})")
     return Policy(
         max_attempts=max_attempts or desired.loaded.spec.reconciler.max_attempts,
         replace=frozenset(keys),
@@ -85,7 +85,7 @@ def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="reconciler")
+@click.version_option(package_name=hints.DISTRIBUTION)
 def main() -> None:
     """Take an experiment from experiment_summary.yaml to its results, idempotently.
 
@@ -223,14 +223,16 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
     desired = load_desired(exp)
     chosen = _scheduler(desired, backend, offline)
     result = run_pass(desired, chosen, _policy(desired, None), act=False)
+    # The suggested commands name the scheduler the jobs run on (unknown offline, unless named).
+    named = chosen.capabilities.name if chosen is not None else (None if backend == "auto" else backend)
     if fmt == "markdown":
-        summary, path = write_summary(desired, result.observation, plot=not no_plot)
+        summary, path = write_summary(desired, result.observation, plot=not no_plot, backend=named)
         click.echo(f"wrote {path} ({summary.units_done}/{summary.units_total} units done"
                    f"{'' if summary.complete else '; partial results'})")
         if summary.plot_note:
             click.echo(f"note: {summary.plot_note}", err=True)
         return
-    summary = build_summary(desired, result.observation)
+    summary = build_summary(desired, result.observation, backend=named)
     (summary_render.write_json if fmt == "json" else summary_render.write_csv)(summary, sys.stdout)
 
 
@@ -335,24 +337,31 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
                 progress.on_pass(result)
         except KeyboardInterrupt:
             progress.close()
-            click.echo("interrupted: jobs already submitted keep running; run `reconcile apply --watch` to resume, "
-                       "or `reconcile cancel` to stop them.", err=True)
+            spec = desired.loaded.path
+            click.echo("interrupted: jobs already submitted keep running; to resume: "
+                       f"{hints.reconcile('apply', spec, caps.name, '--watch')}\n"
+                       f"to stop them: {hints.reconcile('cancel', spec, caps.name)}", err=True)
             sys.exit(130)
         progress.close()
         if watch_ and result.converged:
-            _summarize_quietly(desired, result)
+            _summarize_quietly(desired, result, caps.name, _policy(desired, max_attempts, replace))
     if watch_:
-        sys.exit(exit_code_for(result))
+        code = exit_code_for(result)
+        if code == 3:
+            click.echo("some units failed or are blocked; why, and what to read: "
+                       f"{hints.reconcile('status', desired.loaded.path, caps.name)}", err=True)
+        sys.exit(code)
     if result.applied is not None and result.applied.errors:
         sys.exit(1)
 
 
-def _summarize_quietly(desired: Desired, result: PassResult) -> None:
+def _summarize_quietly(desired: Desired, result: PassResult, backend: str, policy: Policy) -> None:
     """A converged watch leaves summary.md; a problem writing it is a warning, not a failed watch."""
     from reconciler.report.summary import write_summary
 
     try:
-        _, path = write_summary(desired, result.observation)
+        # The watch's budget (--max-attempts), not the spec's: the summary says what this watch did.
+        _, path = write_summary(desired, result.observation, backend=backend, policy=policy)
     except (OSError, ReconcilerError) as exc:
         click.echo(f"warning: cannot write summary.md: {exc}", err=True)
         return

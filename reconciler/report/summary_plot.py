@@ -1,4 +1,4 @@
-"""Accuracy by epoch for each run against the control, as a PNG (needs the optional `plot` extra: matplotlib)."""
+"""Accuracy by epoch for each run against the control, as a PNG (matplotlib, a dependency of the reconciler)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def plot_accuracy(summary: Summary, path: Path) -> tuple[Path | None, str]:
         matplotlib.use("Agg")  # no display on a cluster node
         import matplotlib.pyplot as plt
     except ImportError:
-        return None, "matplotlib is not installed (`pip install 'reconciler[plot]'`)"
+        from reconciler.report.hints import reinstall
+
+        return None, f"matplotlib is not installed in this environment; the reconciler depends on it: `{reinstall()}`"
     tasks = list(dict.fromkeys(e.task for e in summary.evaluations if e.value is not None))
     if not tasks:
         return None, "no evaluation has a score yet"
