@@ -250,9 +250,12 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     _warn(desired)
     _preflight(desired, environment=False)
     reports = render_all(desired, dry_run=dry_run, force=force)
+    # A dry run writes nothing: its labels say what a real run would do.
+    labels = {"written": "would write", "rerendered": "would rerender"} if dry_run else {}
+    width = max([10] + [len(labels.get(r.status, r.status)) for r in reports])
     for report in reports:
         note = f" ({report.note})" if report.note else ""
-        click.echo(f"{report.status:<10} {report.unit}: {report.path}{note}")
+        click.echo(f"{labels.get(report.status, report.status):<{width}} {report.unit}: {report.path}{note}")
         for warning in report.warnings:
             click.echo(f"warning: {report.unit}: {warning}", err=True)
     counts = {s: sum(1 for r in reports if r.status == s) for s in ("written", "rerendered", "unchanged", "drift", "foreign")}
