@@ -85,3 +85,37 @@ def test_every_missing_file_a_job_needs_is_listed(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if LOCATED.match(line)]
     fields = {LOCATED.match(line)["field"].rstrip(":") for line in errors}  # type: ignore[index]
     assert fields == {"data.training.path", "evaluation.tasks[0].script"}, result.stderr
+
+
+def edit(exp: Path, old: str, new: str) -> None:
+    path = exp / "experiment_summary.yaml"
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_per_task_and_per_run_datasets_are_checked(tmp_path: Path) -> None:
+    """Each dataset a job reads is checked where the spec names it: a task's dataset, a run's own dataset_path."""
+    exp = experiment(tmp_path, model_dir(tmp_path, TINY))
+    edit(exp, 'script: "task.py"}', 'script: "task.py", dataset: "evl.json"}')
+    edit(exp, "parameters: {lora_rank: 4}", 'parameters: {lora_rank: 4, dataset_path: "trian.json"}')
+    result = CliRunner().invoke(main, ["validate", str(exp)], env=fake_inspect(tmp_path, ALL))
+    assert result.exit_code == 2, result.output
+    errors = {LOCATED.match(line)["field"].rstrip(":"): line  # type: ignore[index]
+              for line in result.stderr.splitlines() if LOCATED.match(line)}
+    assert set(errors) == {"evaluation.tasks[0].dataset", "runs[0].parameters.dataset_path"}, result.stderr
+    assert "evl.json does not exist" in errors["evaluation.tasks[0].dataset"]
+    assert "trian.json does not exist" in errors["runs[0].parameters.dataset_path"]
+
+
+def test_a_missing_eval_only_checkpoint_is_a_warning(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, model_dir(tmp_path, TINY))
+    edit(exp, '  - {name: "base", type: "control", model: "tiny"}',
+         '  - {name: "base", type: "control", model: "tiny"}\n'
+         '  - {name: "eo", type: "eval-only", model: "tiny", parameters: {checkpoint_path: "ckpt/epoch_0"}}')
+    edit(exp, '    - {run: "base", tasks: ["t"]}', '    - {run: "base", tasks: ["t"]}\n    - {run: "eo", tasks: ["t"]}')
+    result = CliRunner().invoke(main, ["validate", str(exp)], env=fake_inspect(tmp_path, ALL))
+    assert result.exit_code == 0, result.output
+    warning = next(line for line in result.stderr.splitlines() if "checkpoint_path" in line)
+    assert warning.startswith("warning: ") and "runs[2].parameters.checkpoint_path" in warning
+    assert "not visible here" in warning  # ckpt/ itself is not there: maybe a path on the cluster
