@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from reconciler.report.summary_model import Summary
+from reconciler.report.summary_render import num
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
@@ -46,21 +47,23 @@ def plot_accuracy(summary: Summary, path: Path) -> tuple[Path | None, str]:
                 # Runs tied at the same value would hide each other: each is drawn a little to the side.
                 shift = dodge(i, len(trained))
                 ax.plot([p[0] + shift for p in points], [p[1] for p in points], marker=markers[run], label=run,
-                        color=colours[run], markersize=7, alpha=0.9)
+                        color=colours[run], markersize=7)
             for e in cells:
                 if e.epoch is None:
                     style = "--" if e.run in summary.controls else ":"
                     kind = "control" if e.run in summary.controls else "eval-only"
                     ax.axhline(e.value, linestyle=style, color="grey", label=f"{e.run} ({kind})")
             metric = next((e.metric for e in cells if e.metric), "accuracy")
-            ax.set_title(task)
+            tie = next((b for b in summary.best if b.task == task and b.ties), None)
+            ax.set_title(task if tie is None else f"{task}: {len(tie.ties) + 1} checkpoints tie at "
+                                                  f"{num(tie.value)}")
             ax.set_xlabel("checkpoint epoch (epoch_N); runs drawn side by side" if len(trained) > 1
                           else "checkpoint epoch (epoch_N)")
             ax.set_ylabel(metric or "accuracy")
             if epochs:
                 ax.set_xticks(epochs)
             if all(0.0 <= e.value <= 1.0 for e in cells):  # type: ignore[operator]
-                ax.set_ylim(-0.02, 1.02)
+                ax.set_ylim(-0.06, 1.06)  # a point at 0 or 1 is drawn whole
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
         fig.suptitle(f"{summary.experiment}: {metric} by epoch")
