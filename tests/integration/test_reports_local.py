@@ -11,7 +11,6 @@ import pytest
 from inspect_ai.log import read_eval_log
 
 from reconciler.report.summary_render import num
-
 from tests.integration.demo_env import copy_demo, jobs_by_unit, reconcile, start
 
 DEMO_UNITS = 10
