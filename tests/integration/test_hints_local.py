@@ -67,6 +67,7 @@ def test_failure_hints_name_the_experiment_file_and_the_backend(tmp_path: Path) 
     assert status_hint, proc.stderr
     status = paste(status_hint[1], cwd=elsewhere)
     assert status.returncode == 0 and "failed" in status.stdout and "blocked" in status.stdout, status.stderr
+    assert "retry budget used (2 of 2)" in status.stdout, status.stdout  # with-failure.yaml's max_attempts: 2
 
     # summary.md (in the experiment's output folder, not beside the file): numbered from 1, every command pastes.
     summary_md = Path(re.search(r"results: (\S+)", proc.stdout)[1])  # type: ignore[index]
