@@ -20,7 +20,7 @@ from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
 from reconciler.plan import Plan, Policy
-from reconciler.report import plan_render
+from reconciler.report import hints, plan_render
 
 if TYPE_CHECKING:
     from reconciler.loop import PassResult
@@ -30,6 +30,44 @@ if TYPE_CHECKING:
 # command that needs it, not here: `reconcile plan` recalling a remembered plan needs none of it.
 
 EXP = click.argument("exp", type=click.Path(path_type=Path), default=Path("."), required=False)
+
+BACKEND_HELP = ("The scheduler: local (jobs run on this machine), slurm, or auto (SLURM when its controller "
+                "answers, else local). Name the backend the experiment was applied with.")
+WAIT_HELP = "Wait up to this many seconds for another reconciler's lock on the experiment instead of exiting."
+
+
+def _examples(*lines: str) -> str:
+    # \b keeps click from re-wrapping the lines.
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+EXAMPLES = {
+    "main": _examples("scripts/demo                                          # install + the demo, from a clone",
+                      "reconcile validate my-sweep                           # what is wrong, every problem",
+                      "reconcile plan my-sweep --backend local               # what apply would do",
+                      "reconcile apply my-sweep --backend local --watch      # run it until converged",
+                      "reconcile status my-sweep --backend local             # where every unit stands"),
+    "validate": _examples("reconcile validate examples/capitalization",
+                          "reconcile validate my-sweep/with-failure.yaml --max-errors 5"),
+    "plan": _examples("reconcile plan examples/capitalization --backend local",
+                      "reconcile plan my-sweep --offline --format markdown --detailed-exitcode   # in CI"),
+    "diff": _examples("reconcile diff old/experiment_summary.yaml my-sweep/experiment_summary.yaml",
+                      "reconcile diff git:main:my-sweep/experiment_summary.yaml my-sweep/experiment_summary.yaml"),
+    "status": _examples("reconcile status examples/capitalization --backend local",
+                        "reconcile status my-sweep --backend slurm --json"),
+    "summarize": _examples("reconcile summarize examples/capitalization --backend local",
+                           "reconcile summarize my-sweep --backend slurm --format csv > results.csv"),
+    "scaffold": _examples("reconcile scaffold my-sweep --dry-run",
+                          "reconcile scaffold my-sweep --force        # re-render scripts of an older spec"),
+    "apply": _examples("reconcile apply examples/capitalization --backend local --watch --interval 2",
+                       "reconcile apply my-sweep --backend slurm --watch                   # under tmux or nohup",
+                       "reconcile apply my-sweep --backend slurm --watch --max-attempts 4  # after fixing a failure"),
+    "watch": _examples("reconcile watch examples/capitalization --backend local --interval 2",
+                       "nohup reconcile watch my-sweep --backend slurm > watch.log 2>&1 &"),
+    "cancel": _examples("reconcile cancel examples/capitalization --backend local",
+                        "reconcile cancel my-sweep --backend slurm --wait 60"),
+    "schema": _examples("reconcile schema --output experiment_summary.schema.json"),
+}
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,7 +90,7 @@ def _warn(desired: Desired) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
-def _preflight(desired: Desired, environment: bool) -> None:
+def _preflight(desired: Desired, environment: bool, max_errors: int | None = None) -> None:
     """What the jobs will need, before any of them runs: warnings printed, errors stop the command (exit 2)."""
     from reconciler.scaffold.preflight import preflight
     from reconciler.scaffold.resources import load_user_config
@@ -60,10 +98,22 @@ def _preflight(desired: Desired, environment: bool) -> None:
     user = load_user_config()
     problems = preflight(desired.loaded, check_environment=environment, user_environment=bool(user.environment))
     for problem in problems:
-        click.echo(f"{problem.severity}: {problem}", err=True)
-    errors = [p for p in problems if p.severity == "error"]
+        if problem.severity == "warning":
+            click.echo(f"warning: {problem}", err=True)
+    errors = [str(p) for p in problems if p.severity == "error"]
     if errors:
+        _list_errors(errors, max_errors)
         raise UsageError(f"{len(errors)} problem(s) above must be fixed before any job runs; nothing was submitted")
+
+
+def _list_errors(errors: list[str], max_errors: int | None) -> None:
+    """One located line per error, the first `max_errors` of them (all by default), and how many were left out."""
+    shown = errors if max_errors is None else errors[:max_errors]
+    for error in shown:
+        click.echo(f"error: {error}", err=True)
+    if len(shown) < len(errors):
+        click.echo(f"error: ... and {len(errors) - len(shown)} more (--max-errors {max_errors}; "
+                   "without it every one is listed)", err=True)
 
 
 def _scheduler(desired: Desired, backend: str, offline: bool) -> Backend | None:
@@ -76,7 +126,7 @@ def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...]
     unknown = keys - set(desired.by_key())
     if unknown:
         raise ReconcilerError(f"--replace: {sorted(unknown)[0]!r} is not a unit of this experiment "
-                              "(see `reconcile plan` for unit keys)")
+                              f"(unit keys: {hints.reconcile('plan', desired.loaded.path, None, '--offline')})")
     return Policy(
         max_attempts=max_attempts or desired.loaded.spec.reconciler.max_attempts,
         replace=frozenset(keys),
@@ -84,8 +134,8 @@ def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...]
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="reconciler")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES["main"])
+@click.version_option(package_name=hints.DISTRIBUTION)
 def main() -> None:
     """Take an experiment from experiment_summary.yaml to its results, idempotently.
 
@@ -96,28 +146,46 @@ def main() -> None:
     os.umask(os.umask(0o022) | 0o002)
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["validate"])
 @EXP
+@click.option("--max-errors", type=click.IntRange(1), default=None, metavar="N",
+              help="List at most N errors (default: every one).")
 @handle_errors
-def validate(exp: Path) -> None:
-    """Check the experiment file; print what it expands to."""
+def validate(exp: Path, max_errors: int | None) -> None:
+    """Check the experiment and what its jobs will need; list every problem.
+
+    Checks the file (every error with its file:line:col and field), then what the jobs will need:
+    model directories and tokenizers, task files, training and task datasets, the eval environment.
+    A path not visible on this machine (meant for a cluster) is a warning. Prints what the
+    experiment expands to.
+    """
+    from reconciler.errors import every_problem
     from reconciler.loop import load_desired
 
-    desired = load_desired(exp)
+    try:
+        desired = load_desired(exp)
+    except SpecError as exc:
+        problems = every_problem(exc)
+        if len(problems) == 1:
+            raise
+        _list_errors([str(p) for p in problems], max_errors)
+        sys.exit(exc.exit_code)
     _warn(desired)
-    _preflight(desired, environment=True)
+    _preflight(desired, environment=True, max_errors=max_errors)
     kinds = [u.kind for u in desired.units]
     click.echo(f"{desired.loaded.path}: valid ({desired.loaded.dialect} dialect): "
                f"{kinds.count('finetune')} fine-tunes, {kinds.count('eval')} evals")
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["plan"])
 @EXP
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="text for people, json for scripts (schemas/plan.schema.json), markdown for a pull-request comment.")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("--offline", is_flag=True, help="Do not ask any scheduler (CI): its state is reported unknown.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0: nothing to do, 1: error, 2: actions pending.")
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=None)
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=None,
+              help="Submissions per unit, as apply would use (default: the spec's reconciler.max_attempts, else 3).")
 @click.option("--replace", multiple=True, help="Unit keys to re-run, or 'outdated'.")
 @handle_errors
 def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bool, max_attempts: int | None,
@@ -161,10 +229,11 @@ def _render_plan(the_plan: Plan, desired: Desired | None, fmt: str) -> None:
         plan_render.write_text(the_plan, out)
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["diff"])
 @click.argument("old")
 @click.argument("new")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="text for people, json for scripts, markdown for a pull-request comment.")
 def diff(old: str, new: str, fmt: str) -> None:
     """Compare two experiment files (paths or git:REV:path) as desired states.
 
@@ -183,10 +252,10 @@ def diff(old: str, new: str, fmt: str) -> None:
     sys.exit(2 if result.differs else 0)
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["status"])
 @EXP
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable: units, counts per stage, sources.")
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("--offline", is_flag=True, help="Do not ask any scheduler: its state is reported unknown.")
 @handle_errors
 def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
@@ -206,11 +275,11 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     status_render.write_status(result, sys.stdout, state=state)
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["summarize"])
 @EXP
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json", "csv"]), default="markdown",
               show_default=True, help="markdown writes summary.md (and its plot); json and csv go to stdout.")
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("--offline", is_flag=True, help="Do not ask any scheduler (results come from files anyway).")
 @click.option("--no-plot", is_flag=True, help="Skip the accuracy plot even when matplotlib is installed.")
 @handle_errors
@@ -223,18 +292,20 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
     desired = load_desired(exp)
     chosen = _scheduler(desired, backend, offline)
     result = run_pass(desired, chosen, _policy(desired, None), act=False)
+    # The suggested commands name the scheduler the jobs run on (unknown offline, unless named).
+    named = chosen.capabilities.name if chosen is not None else (None if backend == "auto" else backend)
     if fmt == "markdown":
-        summary, path = write_summary(desired, result.observation, plot=not no_plot)
+        summary, path = write_summary(desired, result.observation, plot=not no_plot, backend=named)
         click.echo(f"wrote {path} ({summary.units_done}/{summary.units_total} units done"
                    f"{'' if summary.complete else '; partial results'})")
         if summary.plot_note:
             click.echo(f"note: {summary.plot_note}", err=True)
         return
-    summary = build_summary(desired, result.observation)
+    summary = build_summary(desired, result.observation, backend=named)
     (summary_render.write_json if fmt == "json" else summary_render.write_csv)(summary, sys.stdout)
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["scaffold"])
 @EXP
 @click.option("--dry-run", is_flag=True, help="Say what would be written; write nothing.")
 @click.option("--force", is_flag=True, help="Re-render our scripts made from an older spec (never a foreign file).")
@@ -248,9 +319,12 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     _warn(desired)
     _preflight(desired, environment=False)
     reports = render_all(desired, dry_run=dry_run, force=force)
+    # A dry run writes nothing: its labels say what a real run would do.
+    labels = {"written": "would write", "rerendered": "would rerender"} if dry_run else {}
+    width = max([10] + [len(labels.get(r.status, r.status)) for r in reports])
     for report in reports:
         note = f" ({report.note})" if report.note else ""
-        click.echo(f"{report.status:<10} {report.unit}: {report.path}{note}")
+        click.echo(f"{labels.get(report.status, report.status):<{width}} {report.unit}: {report.path}{note}")
         for warning in report.warnings:
             click.echo(f"warning: {report.unit}: {warning}", err=True)
     counts = {s: sum(1 for r in reports if r.status == s) for s in ("written", "rerendered", "unchanged", "drift", "foreign")}
@@ -259,17 +333,16 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
                ", ".join(f"{n} {s}" for s, n in counts.items() if n and s not in ("written", "rerendered")))
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["apply"])
 @EXP
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("--watch", "watch_", is_flag=True, help="Repeat passes until converged.")
-@click.option("--interval", type=click.FloatRange(0.1), default=None, help="Seconds between passes in --watch.")
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Submissions per unit (default 3).")
+@click.option("--interval", type=click.FloatRange(0.1), default=None, help="Seconds between passes in --watch (default: 2 on local, 60 on SLURM, never under 10 there).")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Submissions per unit before it is reported failed (default: the spec's reconciler.max_attempts, else 3).")
 @click.option("--max-submit", type=click.IntRange(1), default=None,
               help="Cap on live jobs of this experiment (SLURM default 25, like a QoS MaxSubmitJobs).")
 @click.option("--replace", multiple=True, help="Re-run these unit keys (comma-separated), or 'outdated'.")
-@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0,
-              help="Wait this long for another reconciler's lock instead of exiting.")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
 @handle_errors
 def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_attempts: int | None,
           max_submit: int | None, replace: tuple[str, ...], wait_seconds: float) -> None:
@@ -277,13 +350,18 @@ def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_att
     _apply(exp, backend, watch_, interval, max_attempts, max_submit, replace, wait_seconds)
 
 
-@main.command(name="watch")
+@main.command(name="watch", epilog=EXAMPLES["watch"])
 @EXP
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
-@click.option("--interval", type=click.FloatRange(0.1), default=None)
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=None)
-@click.option("--max-submit", type=click.IntRange(1), default=None)
-@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True, help=BACKEND_HELP)
+@click.option("--interval", type=click.FloatRange(0.1), default=None,
+              help="Seconds between passes (default: 2 on local, 60 on SLURM, which is never polled more often than "
+                   "every 10).")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=None,
+              help="Submissions per unit before it is reported failed (default: the spec's reconciler.max_attempts, "
+                   "else 3).")
+@click.option("--max-submit", type=click.IntRange(1), default=None,
+              help="Cap on live jobs of this experiment (SLURM default 25, like a QoS MaxSubmitJobs).")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
 @handle_errors
 def watch_cmd(exp: Path, backend: str, interval: float | None, max_attempts: int | None, max_submit: int | None,
               wait_seconds: float) -> None:
@@ -335,34 +413,41 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
                 progress.on_pass(result)
         except KeyboardInterrupt:
             progress.close()
-            click.echo("interrupted: jobs already submitted keep running; run `reconcile apply --watch` to resume, "
-                       "or `reconcile cancel` to stop them.", err=True)
+            spec = desired.loaded.path
+            click.echo("interrupted: jobs already submitted keep running; to resume: "
+                       f"{hints.reconcile('apply', spec, caps.name, '--watch')}\n"
+                       f"to stop them: {hints.reconcile('cancel', spec, caps.name)}", err=True)
             sys.exit(130)
         progress.close()
         if watch_ and result.converged:
-            _summarize_quietly(desired, result)
+            _summarize_quietly(desired, result, caps.name, _policy(desired, max_attempts, replace))
     if watch_:
-        sys.exit(exit_code_for(result))
+        code = exit_code_for(result)
+        if code == 3:
+            click.echo("some units failed or are blocked; why, and what to read: "
+                       f"{hints.reconcile('status', desired.loaded.path, caps.name)}", err=True)
+        sys.exit(code)
     if result.applied is not None and result.applied.errors:
         sys.exit(1)
 
 
-def _summarize_quietly(desired: Desired, result: PassResult) -> None:
+def _summarize_quietly(desired: Desired, result: PassResult, backend: str, policy: Policy) -> None:
     """A converged watch leaves summary.md; a problem writing it is a warning, not a failed watch."""
     from reconciler.report.summary import write_summary
 
     try:
-        _, path = write_summary(desired, result.observation)
+        # The watch's budget (--max-attempts), not the spec's: the summary says what this watch did.
+        _, path = write_summary(desired, result.observation, backend=backend, policy=policy)
     except (OSError, ReconcilerError) as exc:
         click.echo(f"warning: cannot write summary.md: {exc}", err=True)
         return
     click.echo(f"results: {path}")
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["cancel"])
 @EXP
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True)
-@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True, help=BACKEND_HELP)
+@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
 @handle_errors
 def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     """Cancel every in-flight job of the experiment (found by tag)."""
@@ -378,7 +463,7 @@ def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     click.echo(f"{len(cancelled)} job(s) cancelled")
 
 
-@main.command()
+@main.command(epilog=EXAMPLES["schema"])
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="Write to this file instead of stdout.")
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of experiment_summary.yaml."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,28 @@ class SpecError(ReconcilerError):
                 where += f":{self.column}"
         field = f" {self.field}:" if self.field else ""
         return f"{where}:{field} {self.message}"
+
+
+@dataclass
+class SpecProblems(SpecError):
+    """Several problems in one file. As a SpecError it reads as the first, with how many more there are;
+    `problems` holds every one, in file order (`reconcile validate` lists them all)."""
+
+    problems: tuple[SpecError, ...] = ()
+
+    @classmethod
+    def of(cls, problems: list[SpecError]) -> SpecError:
+        """The one problem itself, or all of them behind the first."""
+        if len(problems) == 1:
+            return problems[0]
+        first, more = problems[0], len(problems) - 1
+        message = (f"{first.message} ({more} more problem{'s' if more > 1 else ''}: "
+                   f"`reconcile validate {shlex.quote(str(first.path))}` lists them all)")
+        return cls(first.path, first.line, first.column, first.field, message, tuple(problems))
+
+
+def every_problem(exc: SpecError) -> tuple[SpecError, ...]:
+    return exc.problems if isinstance(exc, SpecProblems) else (exc,)
 
 
 class UsageError(ReconcilerError):

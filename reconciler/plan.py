@@ -210,13 +210,20 @@ def _finetune_failure(ev: UnitEvidence, last: Job | None) -> str:
     return f"job {last.job_id} {last.state}{code} with {done}/{len(ev.epochs)} checkpoint(s)"
 
 
+def budget_used(attempts: int, budget: int) -> str:
+    """`retry budget used (3 of 3)`; a budget lowered below the attempts already made says both."""
+    if attempts == budget:
+        return f"retry budget used ({attempts} of {budget})"
+    return f"retry budget used ({attempts} attempts; the budget is {budget})"
+
+
 def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | None, failure: str,
                      after: tuple[str, ...] = ()) -> PlannedUnit:
     if last is None and ev.submit_error is not None:
         refused = f"submission refused ({ev.submit_error})"
         if ev.attempts >= policy.max_attempts:
             return _planned(unit, "failed", "none",
-                            f"failed: {refused}; retry budget used ({ev.attempts}/{policy.max_attempts})", ev)
+                            f"failed: {refused}; {budget_used(ev.attempts, policy.max_attempts)}", ev)
         return _planned(unit, "missing", "submit", f"retry: {refused}; attempt {ev.attempts + 1} of "
                         f"{policy.max_attempts}" + (f"; afterok {', '.join(after)}" if after else ""), ev, after=after)
     if last is None:
@@ -228,7 +235,7 @@ def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | N
         return _planned(unit, "missing", "submit", reason, ev, after=after)
     if ev.attempts >= policy.max_attempts:
         return _planned(unit, "failed", "none",
-                        f"failed: {failure}; retry budget used ({ev.attempts}/{policy.max_attempts})", ev)
+                        f"failed: {failure}; {budget_used(ev.attempts, policy.max_attempts)}", ev)
     cls = "out_of_memory" if ev.oom_in_stdout else last.failure_class
     reason = f"retry: {failure}" + (f" ({cls})" if cls and cls != "other" else "") + \
         f"; attempt {ev.attempts + 1} of {policy.max_attempts}"

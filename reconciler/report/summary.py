@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 from pathlib import Path
 
@@ -10,9 +11,11 @@ from reconciler.fsutil import atomic_write_text
 from reconciler.journal import JOURNAL_NAME
 from reconciler.observe.observation import Observation, UnitEvidence, shows_oom
 from reconciler.plan import PlannedUnit, Policy, plan
+from reconciler.report import hints
 from reconciler.report.state_file import LEGACY_STATUS, StateFile, fmt_ts, read_state
 from reconciler.report.summary_model import (
     BestRun,
+    Cell,
     EvalResult,
     Incomplete,
     Remedy,
@@ -37,10 +40,12 @@ PLOT_NAME = "summary_accuracy.png"
 
 
 def build_summary(desired: Desired, observation: Observation, *, state: StateFile | None = None,
-                  now: float | None = None, read_samples: bool = True, policy: Policy | None = None) -> Summary:
+                  now: float | None = None, read_samples: bool = True, policy: Policy | None = None,
+                  backend: str | None = None) -> Summary:
     """Results from what is on disk now. Reads stdout files and, for binary tasks, eval samples.
 
     `state` (the last state.json, read when not given) supplies job times the scheduler no longer has.
+    `backend`: the scheduler the experiment's jobs run on, named in the suggested commands.
     """
     now = time.time() if now is None else now
     if state is None:
@@ -74,19 +79,19 @@ def build_summary(desired: Desired, observation: Observation, *, state: StateFil
         best=_best(evaluations, controls),
         incomplete=incomplete,
         remedies=_remedies(desired.layout.state_dir / JOURNAL_NAME),
-        next_steps=_next_steps(desired, planned, incomplete),
+        next_steps=_next_steps(desired, planned, backend),
         plot=None,
         plot_note="",
     )
 
 
 def write_summary(desired: Desired, observation: Observation, *, now: float | None = None,
-                  plot: bool = True) -> tuple[Summary, Path]:
+                  plot: bool = True, backend: str | None = None, policy: Policy | None = None) -> tuple[Summary, Path]:
     """Build the summary, draw the plot when matplotlib is installed, write summary.md (re-running overwrites)."""
     from reconciler.report.summary_plot import plot_accuracy
     from reconciler.report.summary_render import markdown_text
 
-    summary = build_summary(desired, observation, now=now)
+    summary = build_summary(desired, observation, now=now, backend=backend, policy=policy)
     exp_dir = desired.layout.experiment_dir
     if plot:
         image, note = plot_accuracy(summary, exp_dir / PLOT_NAME)
@@ -190,10 +195,12 @@ def _best(evaluations: list[EvalResult], controls: list[str]) -> list[BestRun]:
         if not trained:
             continue
         best = max(trained, key=score)  # the first of equals: spec order
+        ties = [Cell(run=e.run, epoch=e.epoch) for e in trained
+                if e is not best and math.isclose(score(e), score(best), rel_tol=1e-9, abs_tol=1e-12)]
         base = next((e for e in rows if e.run in controls), None)
         out.append(BestRun(task=task, run=best.run, epoch=best.epoch, metric=metric, value=score(best),
                            baseline_run=base.run if base else None,
-                           baseline_value=score(base) if base else None))
+                           baseline_value=score(base) if base else None, ties=ties))
     return out
 
 
@@ -231,20 +238,22 @@ def _remedies(journal: Path) -> list[Remedy]:
     return out
 
 
-def _next_steps(desired: Desired, planned: dict[str, PlannedUnit], incomplete: list[Incomplete]) -> list[str]:
-    exp = desired.layout.experiment_dir
-    rel = str(exp)  # absolute: summary.md is read from anywhere
-    steps = [f"View the evaluation logs: `inspect view --log-dir {exp}`"]
+def _next_steps(desired: Desired, planned: dict[str, PlannedUnit], backend: str | None) -> list[str]:
+    """Commands to paste into a shell, from any directory (summary.md is read from anywhere)."""
+    spec = desired.loaded.path
+    steps = [f"View the evaluation logs: `{hints.command('inspect', 'view', '--log-dir', desired.layout.experiment_dir)}`"]
     waiting = [p for p in planned.values() if p.state in ("missing", "waiting", "queued", "running", "unknown")]
     if waiting:
-        steps.append(f"Finish the {len(waiting)} unit(s) still to run: `reconcile apply {rel} --watch`")
+        steps.append(f"Finish the {len(waiting)} unit(s) still to run: "
+                     f"`{hints.reconcile('apply', spec, backend, '--watch')}`")
     failed = [p for p in planned.values() if p.state in ("failed", "blocked")]
     if failed:
         most = max((p.attempts for p in failed), default=0)
         steps.append(f"Read why {len(failed)} unit(s) failed or are blocked (Incomplete Runs above), fix the cause, "
-                     "then retry: "
-                     f"`reconcile apply {rel} --watch --max-attempts {most + 1}`")
+                     f"then retry: `{hints.reconcile('apply', spec, backend, '--watch', '--max-attempts', str(most + 1))}`")
     if any(p.state == "outdated" for p in planned.values()):
-        steps.append(f"Re-run what the spec changed: `reconcile apply {rel} --watch --replace outdated`")
-    steps.append(f"For analysis scripts: `reconcile summarize {rel} --format csv` (or `--format json`)")
+        steps.append(f"Re-run what the spec changed: "
+                     f"`{hints.reconcile('apply', spec, backend, '--watch', '--replace', 'outdated')}`")
+    steps.append(f"For analysis scripts: `{hints.reconcile('summarize', spec, backend, '--format', 'csv')}` "
+                 "(or `--format json`)")
     return steps

@@ -61,6 +61,13 @@ class EvalResult(_Frozen):
     log: str | None = Field(None, description="The .eval log the numbers come from (or the failed one)")
 
 
+class Cell(_Frozen):
+    """One evaluated checkpoint: a run and its 0-based epoch (None for runs that are not trained)."""
+
+    run: str
+    epoch: int | None = None
+
+
 class BestRun(_Frozen):
     """The best fine-tuned cell of one task, against the control."""
 
@@ -71,6 +78,8 @@ class BestRun(_Frozen):
     value: float
     baseline_run: str | None = None
     baseline_value: float | None = None
+    ties: list[Cell] = Field(default_factory=list,
+                             description="Other trained cells with the same score, in spec order: the best is shared")
 
 
 class Incomplete(_Frozen):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from typing import TextIO
 
 from reconciler.report.state_file import LEGACY_STATUS, fmt_duration
-from reconciler.report.summary_model import EvalResult, Summary
+from reconciler.report.summary_model import BestRun, EvalResult, Summary
 
 SATURATED = 0.95
 RUN_TYPE_LABEL = {"fine-tuned": "Fine-tuned", "control": "Control", "eval-only": "Eval-only"}
@@ -19,12 +20,16 @@ CSV_COLUMNS = (
 )
 
 
-def num(value: float | None, places: int = 4) -> str:
-    """Up to `places` decimals, trailing zeros dropped: 0.8, 0.825, 0.8333."""
+def num(value: float | None, digits: int = 4, sign: bool = False) -> str:
+    """`digits` significant digits, as the workflows print losses and accuracies: 0.8, 0.8333, 10.48, 0.0.
+
+    Text and Markdown only: `--format json` and `csv` keep full precision.
+    """
     if value is None:
         return "-"
-    text = f"{value:.{places}f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
+    text = f"{value:{'+' if sign else ''}.{digits}g}"
+    bare = text.lstrip("+-")
+    return text + ".0" if bare.isdigit() and len(bare) < digits else text  # 1.0, not 1: a measure, not a count
 
 
 def _cell(text: object) -> str:
@@ -51,6 +56,27 @@ def _epoch(e: EvalResult) -> str:
     return "-" if e.epoch is None else str(e.epoch)
 
 
+def _cell_name(run: str, epoch: int | None) -> str:
+    return f"`{run}`" + (f" (epoch {epoch})" if epoch is not None else "")
+
+
+def best_text(b: BestRun, most: int = 8) -> str:
+    """The best cell against the control; a tie names every cell that shares the score."""
+    label = "balanced accuracy" if b.metric == "balanced_accuracy" else b.metric
+    if b.ties:
+        names = [_cell_name(b.run, b.epoch)] + [_cell_name(c.run, c.epoch) for c in b.ties]
+        shown = names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])
+        text = f"a tie at {label} {num(b.value)} between " + ", ".join(shown[:-1]) + " and " + shown[-1]
+    else:
+        text = f"{_cell_name(b.run, b.epoch)} with {label} {num(b.value)}"
+    if b.baseline_value is None:
+        return text
+    if math.isclose(b.value, b.baseline_value, rel_tol=1e-9, abs_tol=1e-12):
+        return text + f"; the control `{b.baseline_run}` scores the same ({num(b.baseline_value)})"
+    return (text + f", {num(b.value - b.baseline_value, sign=True)} against the control `{b.baseline_run}` "
+            f"({num(b.baseline_value)})")
+
+
 def write_markdown(summary: Summary, out: TextIO) -> None:
     root = summary.experiment_dir
     partial = "" if summary.complete else " (partial results)"
@@ -70,7 +96,7 @@ def write_markdown(summary: Summary, out: TextIO) -> None:
     if summary.training:
         rows = []
         for t in summary.training:
-            loss = "N/A" if t.final_loss is None else repr(t.final_loss) + (" (so far)" if t.partial else "")
+            loss = "N/A" if t.final_loss is None else num(t.final_loss) + (" (so far)" if t.partial else "")
             by_epoch = ", ".join(f"epoch_{n}: {num(v)}" for n, v in sorted(t.loss_by_epoch.items())) or "-"
             rows.append([t.run, loss, "-" if t.total_steps is None else str(t.total_steps),
                          "-" if t.epochs is None else str(t.epochs), fmt_duration(t.duration_seconds), by_epoch,
@@ -98,13 +124,7 @@ def write_markdown(summary: Summary, out: TextIO) -> None:
     out.write(f"**Sat.** = saturated, accuracy ≥ {SATURATED}. **Bal. Acc** and **F1** are computed from the "
               "samples for tasks whose targets are all 0/1; an answer that is neither counts as wrong.\n\n")
     for b in summary.best:
-        label = "balanced accuracy" if b.metric == "balanced_accuracy" else b.metric
-        epoch = f" (epoch {b.epoch})" if b.epoch is not None else ""
-        against = ""
-        if b.baseline_value is not None:
-            against = (f", {b.value - b.baseline_value:+.4f} against the control `{b.baseline_run}` "
-                       f"({num(b.baseline_value)})")
-        out.write(f"**Best performing on {b.task}:** `{b.run}`{epoch} with {label} {num(b.value)}{against}\n\n")
+        out.write(f"**Best performing on {b.task}:** {best_text(b)}\n\n")
     if summary.controls:
         base = [e for e in summary.evaluations if e.run in summary.controls]
         text = "; ".join(f"`{e.run}` on {e.task}: {num(e.value)}" for e in base) or "no evaluations"

@@ -1,4 +1,5 @@
-"""What a job will need, checked before any job runs: model directories, tokenizers, task files, the eval environment.
+"""What a job will need, checked before any job runs: model directories, tokenizers, task files, the data
+files of every fine-tune and eval, eval-only checkpoints, the eval environment.
 
 Paths that are not visible here (the experiment is meant for a cluster's filesystem) are warnings
 that say so; a path whose directory is here but which is itself missing is an error (a typo).
@@ -17,7 +18,9 @@ from reconciler.errors import SpecError
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.finetune_config import torchtune_model
 from reconciler.scaffold.model_dir import read_model_dir
+from reconciler.scaffold.values import eval_data_path, train_data_path
 from reconciler.spec.load import LoadedSpec
+from reconciler.spec.models import Run
 from reconciler.spec.yamlpos import PathKey, format_path
 
 Severity = Literal["error", "warning"]
@@ -81,12 +84,69 @@ def preflight(loaded: LoadedSpec, check_environment: bool = True, user_environme
         script = loaded.resolve(task.script)
         if not script.is_file():
             _missing(add, ("evaluation", "tasks", i, "script"), script, "task file")
-    data = loaded.resolve(spec.data.training.path)
-    if not data.is_file():
-        _missing(add, ("data", "training", "path"), data, "training data file")
+    for key, data, what in _data_files(loaded):
+        if not data.is_file():
+            _missing(add, key, data, what)
+    _check_checkpoints(loaded, add)
     if check_environment and not user_environment:
         _check_environment(loaded, add)
     return sorted(problems, key=lambda p: p.severity != "error")
+
+
+def _data_files(loaded: LoadedSpec) -> list[tuple[PathKey, Path, str]]:
+    """Every data file a job reads, once each, located where the spec names it: the training file of
+    each fine-tune (a run's own dataset_path, else data.training.path) and the dataset of each evaluated
+    run x task (the task's dataset, else the run's eval_dataset_path or dataset_path, else the training file)."""
+    spec = loaded.spec
+    found: dict[Path, tuple[PathKey, Path, str]] = {}
+
+    def note(key: PathKey, path: Path, what: str) -> None:
+        found.setdefault(path, (key, path, what))
+
+    note(("data", "training", "path"), loaded.resolve(spec.data.training.path), "training data file")
+    runs = {r.name: (i, r) for i, r in enumerate(spec.runs)}
+    for i, run in enumerate(spec.runs):
+        if run.type == "fine-tuned":
+            note(_run_key(i, run, ("dataset_path",)), train_data_path(loaded, run), f"training data file of {run.name}")
+    tasks = {t.name: (j, t) for j, t in enumerate(spec.evaluation.tasks)}
+    for entry in spec.evaluation.matrix:
+        i, run = runs[entry.run]
+        for name in entry.tasks:
+            j, task = tasks[name]
+            if task.dataset and task.dataset != "same":
+                key: PathKey = ("evaluation", "tasks", j, "dataset")
+            elif task.dataset == "same":
+                key = ("data", "training", "path")
+            else:
+                key = _run_key(i, run, ("eval_dataset_path", "dataset_path"))
+            note(key, eval_data_path(loaded, run, task), f"eval dataset of {run.name}/{task.name}")
+    return list(found.values())
+
+
+def _run_key(i: int, run: Run, parameters: tuple[str, ...]) -> PathKey:
+    """Where a run names its own data file: parameters.NAME, else runs[i].dataset_path, else data.training.path."""
+    for name in parameters:
+        value = run.parameters.get(name)
+        if isinstance(value, str) and value:
+            return ("runs", i, "parameters", name)
+    return ("runs", i, "dataset_path") if run.dataset_path else ("data", "training", "path")
+
+
+def _check_checkpoints(loaded: LoadedSpec, add: Add) -> None:
+    """An eval-only run's checkpoint_path: a warning only, as another unit or person may still write it."""
+    for i, run in enumerate(loaded.spec.runs):
+        value = run.parameters.get("checkpoint_path")
+        if run.type != "eval-only" or not isinstance(value, str):
+            continue
+        path = loaded.resolve(value)
+        if path.exists():
+            continue
+        key: PathKey = ("runs", i, "parameters", "checkpoint_path")
+        if path.parent.is_dir():
+            add("warning", key, f"checkpoint {path} does not exist yet: {run.name}'s evals fail unless it is "
+                                "written before they run")
+        else:
+            add("warning", key, f"checkpoint {path} is not visible here (a path on the cluster?); jobs will need it")
 
 
 def _missing(add: Add, key: PathKey, path: Path, what: str) -> None:

@@ -144,10 +144,11 @@ def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CON
         if parameters is not None:
             size, warning = size_by_parameters(parameters), None
     compute = run.compute if unit.kind == "finetune" else spec.evaluation.compute
-    if warning is not None and compute is not None and None not in (compute.time, compute.mem, compute.gpus,
-                                                                      compute.cpus_per_task):
-        warning = None  # the size table's values are all overridden: the guess is never used
     row = SIZE_TABLE[size]
+    if warning is not None:
+        # Warn only about what the guess decides: the size-table values no override replaces.
+        guessed = _from_table(row, compute, run.slurm_overrides or {}, unit.kind == "finetune")
+        warning = f"{warning} for {', '.join(guessed)}" if guessed else None
     res = Resources(
         size=size,
         time=row.finetune_time if unit.kind == "finetune" else EVAL_TIME,
@@ -172,6 +173,16 @@ def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CON
     if run.slurm_overrides:
         res = _apply_overrides(res, run.slurm_overrides, unit.kind == "finetune", f"runs[{run.name}].slurm_overrides")
     return res
+
+
+def _from_table(row: SizeRow, compute: Compute | None, overrides: Mapping[str, Any], finetune: bool) -> list[str]:
+    """The fields of a job's resources that the size table decides (no `compute` or override sets them)."""
+    fields = ["time", "mem", "gpus", "cpus_per_task"] + (["constraint"] if row.constraint else [])
+    if compute is not None:
+        fields = [f for f in fields if f == "constraint" or getattr(compute, f) is None]
+    keys = {str(k).replace("-", "_") for k in overrides}
+    # slurm_overrides set the constraint for every job of the run, the rest for its fine-tune only.
+    return [f for f in fields if f not in keys or (f != "constraint" and not finetune)]
 
 
 def gpu_hours(res: Resources) -> float:

@@ -95,7 +95,7 @@ def sync_unit(desired: Desired, unit: Unit, *, dry_run: bool = False, force: boo
         return report("rerendered" if written else "unchanged", written, fingerprint=found)
     missing = [f for f in rendered.configs if not f.path.exists()]
     written = _write_files(missing, roots, dry_run)
-    note = "restored " + ", ".join(p.name for p in written) if written else ""
+    note = ("would restore " if dry_run else "restored ") + ", ".join(p.name for p in written) if written else ""
     return report("unchanged", written, note=note, fingerprint=found)
 
 

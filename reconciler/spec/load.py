@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.errors import SpecError
+from reconciler.errors import SpecError, SpecProblems
 from reconciler.spec.location import SPEC_FILENAME, spec_path  # noqa: F401  (re-exported: callers import them from here)
 from reconciler.spec.models import ExperimentSpec, NAME_RE
 from reconciler.spec.yamlpos import Located, PathKey, format_path, load_yaml
@@ -48,9 +48,13 @@ def load_spec(target: Path, text: str | None = None) -> LoadedSpec:
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(exc, located) from None
-    dialect = _dialect(spec, located)
-    _check(spec, dialect, located)
+        raise SpecProblems.of(_all_errors(exc, located)) from None
+    problems: list[SpecError] = []
+    dialect = _dialect(spec, located, problems)
+    _check(spec, dialect, located, problems)
+    if problems:
+        raise SpecProblems.of(sorted(problems, key=_position)) from None
+    assert dialect is not None
     exp_dir_text = spec.experiment.dir if dialect == "v0.3" else spec.experiment.directory
     assert exp_dir_text is not None
     path = Path(os.path.abspath(path))
@@ -71,18 +75,19 @@ def _normalise(p: Path) -> str:
     return os.path.normpath(str(p))
 
 
-def _first_error(exc: ValidationError, located: Located) -> SpecError:
-    errors = []
+def _all_errors(exc: ValidationError, located: Located) -> list[SpecError]:
+    """Every problem pydantic found, located, once each, in file order."""
+    errors: dict[tuple[PathKey, str], SpecError] = {}
     for err in exc.errors(include_url=False):
         key = _data_path(err["loc"], located.data, err["type"])
         line, col = located.where(key)
-        errors.append((line or 0, col or 0, key, _message(err)))
-    errors.sort(key=lambda e: (e[0], e[1]))
-    line, col, key, message = errors[0]
-    more = len({(e[2], e[3]) for e in errors}) - 1
-    if more:
-        message += f" ({more} more problem{'s' if more > 1 else ''})"
-    return SpecError(located.path, line or None, col or None, format_path(key), message)
+        message = _message(err)
+        errors.setdefault((key, message), SpecError(located.path, line or None, col or None, format_path(key), message))
+    return sorted(errors.values(), key=_position)
+
+
+def _position(error: SpecError) -> tuple[int, int]:
+    return error.line or 0, error.column or 0
 
 
 def _data_path(loc: tuple[Any, ...], data: Any, err_type: str) -> PathKey:
@@ -126,21 +131,25 @@ def _message(err: dict[str, Any]) -> str:
     return f"{err['msg']}; got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else err["msg"]
 
 
-def _dialect(spec: ExperimentSpec, located: Located) -> Dialect:
+def _dialect(spec: ExperimentSpec, located: Located, problems: list[SpecError]) -> Dialect | None:
+    """The dialect, or None (with the problem noted) when the file does not say which it is."""
     has_dir, has_directory = spec.experiment.dir is not None, spec.experiment.directory is not None
     if has_dir and has_directory:
-        raise located.error(("experiment", "directory"),
-                            "give experiment.dir (v0.3.4) or experiment.directory (v0.2), not both")
+        problems.append(located.error(("experiment", "directory"),
+                                      "give experiment.dir (v0.3.4) or experiment.directory (v0.2), not both"))
+        return None
     if not has_dir and not has_directory:
-        raise located.error(("experiment",),
-                            "experiment.dir (v0.3.4) or experiment.directory (v0.2) is required: where the experiment lives")
+        problems.append(located.error(("experiment",), "experiment.dir (v0.3.4) or experiment.directory (v0.2) "
+                                                        "is required: where the experiment lives"))
+        return None
     return "v0.3" if has_dir else "v0.2"
 
 
-def _check(spec: ExperimentSpec, dialect: Dialect, located: Located) -> None:
-    """Rules that span fields. The first broken one is reported, located."""
+def _check(spec: ExperimentSpec, dialect: Dialect | None, located: Located, problems: list[SpecError]) -> None:
+    """Rules that span fields: every broken one is noted, located. `dialect` None: the dialect's own rules
+    are skipped (which dialect is meant is itself the problem)."""
     def fail(key: PathKey, message: str) -> None:
-        raise located.error(key, message)
+        problems.append(located.error(key, message))
 
     ev = spec.evaluation
     if ev.scorer is not None and ev.scorers is not None:
@@ -153,15 +162,14 @@ def _check(spec: ExperimentSpec, dialect: Dialect, located: Located) -> None:
         out = spec.output
         if out is None or not out.base_directory:
             fail(("output",), "v0.2 experiments (experiment.directory) need output.base_directory for checkpoints")
-        assert out is not None
-        pattern = out.checkpoint_pattern or "ck-out-{run_name}/epoch_{N}"
+        pattern = (out.checkpoint_pattern if out is not None else None) or "ck-out-{run_name}/epoch_{N}"
         if "{run_name}" not in pattern or "{N}" not in pattern:
             fail(("output", "checkpoint_pattern"), "must contain {run_name} and {N}, e.g. \"ck-out-{run_name}/epoch_{N}\"")
         if pattern.startswith("/") or ".." in Path(pattern).parts:
             fail(("output", "checkpoint_pattern"), "must be a relative path inside output.base_directory")
         if Path(pattern).name != "epoch_{N}":
             fail(("output", "checkpoint_pattern"), "must end in epoch_{N}: torchtune names the epoch directories itself")
-    elif spec.controls.dataset_type is None:
+    elif dialect == "v0.3" and spec.controls.dataset_type is None:
         fail(("controls",), "controls.dataset_type is required (chat_completion or text_completion)")
 
     if spec.tools.preparation == "command" and not (spec.tools.command or "").strip():
@@ -207,23 +215,23 @@ def _check(spec: ExperimentSpec, dialect: Dialect, located: Located) -> None:
     cells: dict[tuple[str, str], int] = {}
     for i, entry in enumerate(ev.matrix):
         where = ("evaluation", "matrix", i)
-        if entry.run not in runs:
-            fail(where + ("run",), f"{entry.run!r} is not a run defined under runs")
-        run = spec.runs[runs[entry.run]]
         for j, task in enumerate(entry.tasks):
             if task not in tasks:
                 fail(where + ("tasks", j), f"{task!r} is not a task defined under evaluation.tasks")
             if (entry.run, task) in cells:
                 fail(where + ("tasks", j), f"{entry.run}/{task} is already in evaluation.matrix[{cells[(entry.run, task)]}]")
             cells[(entry.run, task)] = i
+        if entry.run not in runs:
+            fail(where + ("run",), f"{entry.run!r} is not a run defined under runs")
+            continue  # its epochs cannot be checked against a run that is not there
+        run = spec.runs[runs[entry.run]]
         if run.type == "fine-tuned":
             if entry.epochs is None:
                 fail(where + ("epochs",), f"fine-tuned run {entry.run!r} needs epochs: a list of 0-based epochs below {epochs}")
-            assert entry.epochs is not None
-            if not entry.epochs:
+            elif not entry.epochs:
                 fail(where + ("epochs",), "list at least one epoch (0-based)")
             seen: set[int] = set()
-            for k, n in enumerate(entry.epochs):
+            for k, n in enumerate(entry.epochs or []):
                 if not 0 <= n < epochs:
                     fail(where + ("epochs", k),
                          f"epoch {n} is out of range: epochs are 0-based, so controls.epochs={epochs} gives 0..{epochs - 1}")
@@ -237,6 +245,7 @@ def _check(spec: ExperimentSpec, dialect: Dialect, located: Located) -> None:
 def _check_prompt(prompt: str, key: PathKey, fail: Any) -> None:
     if "{input}" not in prompt:
         fail(key, "the prompt must contain {input}, where each sample's input goes")
+        return
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(prompt) if name is not None}
     except ValueError as exc:

@@ -316,7 +316,9 @@ def test_hostile_yaml_is_refused_fast_with_bounded_memory(tmp_path: Path, case: 
         problems.append(f"took {found['seconds']:.2f}s (limit {limit}s)")
     if found["rss_growth_kb"] > 100_000:
         problems.append(f"memory grew by {found['rss_growth_kb'] / 1024:.0f} MB")
-    if cli.returncode != 2 or "Traceback" in cli.stderr or len(cli.stderr.strip().splitlines()) != 1:
+    lines = cli.stderr.strip().splitlines()  # validate lists every problem: one `error:` line each
+    if cli.returncode != 2 or "Traceback" in cli.stderr or not lines or \
+            not all(line.startswith("error: ") for line in lines):
         problems.append(f"CLI exit {cli.returncode}: {cli.stderr[-400:]}")
     if list(tmp_path.glob("PWNED*")):
         problems.append("a tag ran code")

@@ -29,6 +29,9 @@ def test_dry_run_writes_nothing_then_scaffold_writes_then_nothing_changes(exp: P
     dry = runner.invoke(main, ["scaffold", str(exp), "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "would write" in dry.output and scripts(exp) == []
+    rows = [line for line in dry.stdout.splitlines() if ": " in line and not line.startswith("would write ")]
+    assert rows == [], rows  # every unit's row says what would happen; none claims it was written
+    assert "written" not in dry.stdout
     wrote = runner.invoke(main, ["scaffold", str(exp)])
     assert wrote.exit_code == 0, wrote.output
     written = scripts(exp)

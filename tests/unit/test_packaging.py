@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
-from importlib.metadata import distribution, packages_distributions
+import tomllib
+from importlib.metadata import distribution, packages_distributions, requires
 from pathlib import Path
+
+from reconciler.report.hints import DISTRIBUTION
+from tests.conftest import REPO
+
+NAME = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"]
+
+
+def test_the_distribution_is_not_the_unrelated_reconciler_of_the_package_index() -> None:
+    """`pip install reconciler` installs someone else's project: ours is named otherwise, and hints use that name."""
+    assert NAME == DISTRIBUTION != "reconciler"
+    assert NAME in packages_distributions()["reconciler"]  # the import package keeps its name
+    assert {ep.name for ep in distribution(NAME).entry_points} == {"reconcile"}
+
+
+def test_the_plot_is_in_the_default_install() -> None:
+    """matplotlib is required without any extra: summary.md always gets its plot."""
+    plain = [r for r in requires(NAME) or [] if "extra ==" not in r]
+    assert any(r.startswith("matplotlib") for r in plain), plain
 
 
 def test_the_product_registers_no_model_into_inspect_ai() -> None:
     """A stand-in model is a test's business: the wheel must not add one to every user's inspect-ai."""
-    (name,) = set(packages_distributions()["reconciler"])
-    groups = {ep.group for ep in distribution(name).entry_points}
+    groups = {ep.group for ep in distribution(NAME).entry_points}
     assert groups == {"console_scripts"}, groups
 
 

@@ -227,3 +227,11 @@ def test_nothing_is_done_on_unknown(world) -> None:
         live = [j for j in obs.get(p.key).jobs if j.live]
         if not live:
             assert p.action in ("none", "wait") or p.state in ("done", "outdated"), p
+
+
+def test_the_budget_label_says_attempts_of_budget() -> None:
+    """`(3 of 3)`, never `(3/2)`: a budget lowered below the attempts already made says both plainly."""
+    from reconciler.plan import budget_used
+
+    assert budget_used(3, 3) == "retry budget used (3 of 3)"
+    assert budget_used(3, 2) == "retry budget used (3 attempts; the budget is 2)"

@@ -148,6 +148,27 @@ def test_unknown_model_falls_back_to_1b_and_says_so() -> None:
     assert any("tiny-base" in w and "1B" in w for w in res.warnings)
 
 
+@pytest.mark.parametrize(("compute", "overrides", "guessed"), [
+    ("", "", "time, mem, gpus, cpus_per_task"),
+    (", compute: {gpus: 0, mem: 4G}", "", "time, cpus_per_task"),
+    (", compute: {gpus: 0, mem: 4G, time: '0:10:00', cpus_per_task: 1}", "", None),
+    (", compute: {gpus: 0, mem: 4G}", ", slurm_overrides: {time: '1:00:00', cpus-per-task: 2}", None),
+])
+def test_the_1b_fallback_warning_names_only_what_the_guess_decides(
+        tmp_path: Path, compute: str, overrides: str, guessed: str | None) -> None:
+    """A model whose size cannot be told gets the 1B row; the warning says which values that decides, if any."""
+    text = (EXPERIMENTS / "scaffold_command" / "experiment_summary.yaml").read_text()
+    run = 'parameters: {lora_rank: 2, lr: 1e-5, fail_at_epoch: 5}'
+    assert run in text
+    desired = expand(load_spec(write_spec(tmp_path / "exp", text.replace(run, run + compute + overrides))))
+    warnings = resources_for(desired.loaded, unit_of(desired, "finetune/small_lr"), NO_USER).warnings
+    if guessed is None:
+        assert warnings == ()
+    else:
+        assert warnings == (f"model 'tiny-base': no size (such as 1B or 8B) in its name; using the 1B resources "
+                            f"for {guessed}",)
+
+
 def test_overrides_precedence() -> None:
     desired = desired_of("scaffold_8b")
     ft_unit = unit_of(desired, "finetune/Llama-3.1-8B-Instruct_rank16")

@@ -271,7 +271,7 @@ def test_summary_md_lists_every_cell(tmp_path: Path) -> None:
     assert "| r1 | capitalization | 1 | 0.8 | - | - |  | 10 | COMPLETED |" in text
     assert "| r1 | binary | 1 | 0.6 | 0.625 | 0.6 |  | 10 | COMPLETED |" in text
     assert "| base (control) | capitalization | - | 0.1 |" in text
-    assert f"| r1 | {R1_FINAL!r} | 50 | 2 | 8m 15s |" in text
+    assert "| r1 | 0.2643 | 50 | 2 | 8m 15s |" in text  # 4 significant digits; json and csv keep them all
     assert "**Baseline (control):** `base` on capitalization: 0.1" in text
     assert "partial results" in text and "`r2/artifacts/slurm-1003.out`" in text
     assert summary.plot is None and "![" not in text

@@ -1,0 +1,1 @@
+../../../examples/capitalization/inspect_task.py
