@@ -138,7 +138,8 @@ def test_schema_invalid_file_exits_2_located(tmp_path_factory: pytest.TempPathFa
     assert len(lines) == 1, (what, lines)
     match = LOCATED.match(lines[0])
     assert match and match["path"] == str(path), (what, lines[0])
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output, (what, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (what, result.exception)
     assert sorted(p.name for p in directory.rglob("*")) == before, f"{what}: something was written"
 
 

@@ -132,14 +132,3 @@ def test_crash_points_local(tmp_path: Path, tally: Tally) -> None:
 def test_crash_points_slurm(tmp_path: Path, tally: Tally) -> None:
     run_all_points(tmp_path, "slurm", tally)
 
-
-def test_crash_point_is_inert_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler.crashpoints import crash_point
-
-    monkeypatch.delenv(ENV, raising=False)
-    crash_point("intent-journaled")  # unset: nothing happens
-    monkeypatch.setenv(ENV, "state-write")
-    crash_point("intent-journaled")  # another point: nothing happens
-    monkeypatch.setenv(ENV, "log-write@3")
-    crash_point("log-write")  # 1st and 2nd time: not yet
-    crash_point("log-write")
