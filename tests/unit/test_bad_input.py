@@ -47,6 +47,8 @@ EDITS = [
     ("command-without-command", 'preparation: "torchtune"', 'preparation: "command"', "tools.preparation: command needs tools.command"),
     ("lr-not-number", "lora_rank: 4, lr: 1e-5}", "lora_rank: 4, lr: fast}", "runs[0].parameters.lr: expected a number"),
     ("duplicate-key", "  batch_size: 4\n", "  batch_size: 4\n  batch_size: 8\n", "controls.batch_size: duplicate key"),
+    ("duplicate-task", '  matrix:\n', '    - name: "capitalization"\n      script: "/scratch/other_task.py"\n  matrix:\n', ":61:13: evaluation.tasks[1].name: 'capitalization' is defined twice (first at evaluation.tasks[0])"),
+    ("repeated-epoch", '{run: "r4_lr1e-5", tasks: ["capitalization"], epochs: [0, 1]}', '{run: "r4_lr1e-5", tasks: ["capitalization"], epochs: [1, 1]}', ":62:65: evaluation.matrix[0].epochs[1]: epoch 1 is listed twice"),
     ("duplicate-cell", '{run: "base", tasks: ["capitalization"], epochs: null}', '{run: "base", tasks: ["capitalization", "capitalization"], epochs: null}', "evaluation.matrix[8].tasks[1]: base/capitalization is already"),
     ("python-tag", '  dir: "."\n', '  dir: !!python/object/apply:os.system ["id"]\n', "is not allowed"),
     ("tab-indent", "  epochs: 2\n", "\tepochs: 2\n", "invalid YAML"),
@@ -77,7 +79,7 @@ def test_broken_file_exits_2_with_located_line(tmp_path: Path, name: str, old: s
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert re.match(rf"^error: {re.escape(str(path))}(:\d+(:\d+)?)?: ", lines[0]), lines[0]
+    assert re.match(rf"^error: {re.escape(str(path))}:\d+:\d+: ", lines[0]), lines[0]  # file:line:col
     assert expected in lines[0]
     assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing may be written"
