@@ -101,3 +101,18 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "apply"])
+def test_an_experiment_with_nothing_to_do_is_refused(tmp_path: Path, command: str) -> None:
+    """Zero units is an error, never "ALL_COMPLETE" on no work: a control run and an empty matrix."""
+    head = GOOD[: GOOD.index("runs:\n")]
+    path = tmp_path / "experiment_summary.yaml"
+    path.write_text(head + 'runs:\n  - {name: "base", type: "control", model: "Llama-3.2-1B-Instruct", parameters: {}}\n'
+                    'evaluation:\n  tasks:\n    - {name: "capitalization", script: "/scratch/t.py"}\n  matrix: []\n')
+    args = [command, str(path)] + (["--backend", "local"] if command == "apply" else [])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:") and "evaluation.matrix" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment_summary.yaml"], "nothing may be written"

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
+import io
+import os
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -238,6 +245,31 @@ def test_no_eval_submitted_without_checkpoint_or_afterok(world) -> None:
             and ft_ev.epochs[unit.needs_epoch].state == "complete" and up.action in ("none", "cancel"))
         with_dependency = p.after == (up.key,) and (up.action in ("submit", "resubmit") or up.state in ("queued", "running"))
         assert ready or with_dependency, (p, up)
+
+
+@contextmanager
+def no_io() -> Iterator[None]:
+    """Every way from Python to a file, a directory or the clock raises while the block runs."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"I/O in plan(): {args[:1]}")
+
+    with ExitStack() as stack:
+        for target, name in [(builtins, "open"), (io, "open"), (os, "open"), (os, "stat"), (os, "lstat"),
+                             (os, "scandir"), (os, "listdir"), (os, "access"), (os, "readlink"),
+                             (time, "time"), (time, "monotonic"), (time, "localtime")]:
+            stack.enter_context(patch.object(target, name, refuse))
+        yield
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds())
+def test_plan_is_pure(world) -> None:
+    """Invariant 1: no file, no directory, no clock; the same input gives the same plan."""
+    desired, obs, policy = world
+    with no_io():
+        first = plan(desired.units, obs, policy)
+        again = plan(desired.units, obs, policy)
+    assert again == first
 
 
 @SETTINGS
