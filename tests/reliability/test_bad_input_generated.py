@@ -4,7 +4,8 @@ Hypothesis picks a value of a valid file (fixtures/experiments/sweep8) and break
 its JSON Schema says it must not be broken: a value of the wrong type, a required key removed,
 a string outside its pattern or enum, a number outside its bounds. A mutation counts only if
 the schema itself rejects the result. Every such file must make `validate`, `plan` and `apply`
-exit 2 with one line `error: FILE:LINE[:COL]: ...`, no traceback, and nothing written. What each
+exit 2 with one line `error: FILE:LINE[:COL]: ...` (validate may give one per problem), no
+traceback, and nothing written. What each
 command made of each file is counted before it is asserted, and tallied when the module ends.
 """
 
@@ -123,7 +124,7 @@ def broken_documents(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 @dataclass
 class Outcome:
-    refused: bool  # exit 2 with one line `error: FILE:LINE[:COL]: ...`
+    refused: bool  # exit 2 with one line `error: FILE:LINE[:COL]: ...` (validate: one such line per problem)
     traceback: bool
     wrote: bool  # something appeared in the experiment's directory
 
@@ -135,8 +136,10 @@ def run_command(command: str, path: Path) -> tuple[Outcome, str]:
     args = [command, str(path)] + (["--backend", "local"] if command == "apply" else [])
     result = CliRunner().invoke(main, args)
     lines = result.stderr.strip().splitlines()
-    match = LOCATED.match(lines[0]) if len(lines) == 1 else None
-    refused = result.exit_code == 2 and match is not None and match["path"] == str(path)
+    matches = [LOCATED.match(line) for line in lines]
+    # One line; validate may list every problem, one located line each.
+    refused = result.exit_code == 2 and bool(lines) and (len(lines) == 1 or command == "validate") \
+        and all(m is not None and m["path"] == str(path) for m in matches)
     traceback = "Traceback" in result.output or not (result.exception is None or isinstance(result.exception, SystemExit))
     wrote = sorted(p.name for p in directory.rglob("*")) != before
     return Outcome(refused, traceback, wrote), f"exit {result.exit_code}: {result.output[-600:]}"
