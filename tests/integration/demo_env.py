@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from reconciler.backends.base import Job, int_or_zero
-from reconciler.backends.local import LocalBackend
 from tests.conftest import REPO
+from tests.jobrecords import local_jobs
 
 DEMO = REPO / "tests" / "standin" / "experiment"  # the stand-in experiment: seconds per job
 TASK_FILE = REPO / "examples" / "capitalization" / "inspect_task.py"  # shared with the real demo
@@ -83,12 +83,15 @@ def start(*args: str, runner: str = "reconciler", extra_env: dict[str, str] | No
 
 
 def jobs_by_unit(exp_dir: Path, experiment: str, backend: str = "local") -> dict[str, list[Job]]:
-    """Every job the scheduler ever held for this experiment, by unit key (from the tag)."""
+    """Every job the scheduler ever held for this experiment, by unit key (from the tag).
+
+    Read from the scheduler's own records: sacct, scontrol and squeue on SLURM; the local backend's
+    job files read by tests/jobrecords.py (not through LocalBackend, which is what is being checked).
+    """
     prefix = f"reconciler:{experiment}:"
-    if backend == "slurm":
-        jobs = slurm_jobs_with_prefix(prefix)
-    else:
-        jobs = list(LocalBackend(exp_dir / ".reconciler" / "local").query(prefix, []).jobs.values())
+    if backend != "slurm":
+        return local_jobs(exp_dir, experiment)  # the job record files, not LocalBackend's answer
+    jobs = slurm_jobs_with_prefix(prefix)
     out: dict[str, list[Job]] = defaultdict(list)
     for job in jobs:
         assert job.tag and job.tag.startswith(prefix)

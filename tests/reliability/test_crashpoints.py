@@ -3,7 +3,8 @@
 For each point (reconciler/crashpoints.py) an experiment of its own (all five side by side)
 sees passes killed at that point, pass j at the point's j-th occurrence (so kills land on the fine-tune and then on an
 eval), until a pass gets through. Every kill leaves a readable journal and state. A fresh
-`apply --watch` must then converge with exactly one successful job per unit and no other job.
+`apply --watch` must then converge with exactly one successful job per unit and no other job
+(counted from the scheduler's accounting or the local job records, with each unit's output on disk).
 """
 
 from __future__ import annotations
@@ -21,20 +22,15 @@ from reconciler.crashpoints import ENV, POINTS
 from reconciler.journal import Journal
 from reconciler.report.state_file import read_state
 from tests.reliability.harness import (
-    UNIT_KEYS,
+    Case,
     Record,
     Tally,
     command_env,
-    converge,
-    local_jobs,
-    reconcile,
     small_experiment,
-    status_states,
     unique_name,
-    verdict,
-    wait_for_slurm_jobs,
 )
 
+FAULT_CLASS = "crash point"
 pytestmark = pytest.mark.slow
 
 # Reached once per pass (state) or once per log file (logs): kill a few passes in a row there too.
@@ -70,54 +66,42 @@ def check_logs(exp: Path) -> None:
                 assert "\nJob ID: " in block and "\nResult: success" in block, (log.name, block)
 
 
-def run_crash_point(tmp_path: Path, backend: str, point: str) -> Record:
-    """Kill passes at `point`, then converge; the record says what came of it (asserted by the caller)."""
-    started = time.monotonic()
-    since = time.time()
-    name = unique_name(f"cp_{point.replace('-', '_')}")
-    exp = small_experiment(tmp_path / "exp", name, slurm=backend == "slurm")
-    kills = runs = 0
-    try:
-        for crash_at in SCHEDULES[point]:
-            proc = reconcile("apply", str(exp), "--backend", backend, env=command_env({ENV: crash_at}))
-            runs += 1
+def run_crash_point(tmp_path: Path, backend: str, point: str, tally: Tally,
+                    schedule: list[str] | None = None, seconds_per_epoch: float = 0.2) -> Record:
+    """Kill passes at `point`, then converge; the case's record says what came of it, pass or fail."""
+    with Case(tally, FAULT_CLASS, backend, point) as case:
+        since = time.time()
+        name = unique_name(f"cp_{point.replace('-', '_')}")
+        exp = small_experiment(tmp_path / "exp", name, slurm=backend == "slurm", seconds_per_epoch=seconds_per_epoch)
+        case.expect(exp, name, backend, since=since)
+        for crash_at in schedule or SCHEDULES[point]:
+            proc = case.reconcile("apply", str(exp), "--backend", backend, env=command_env({ENV: crash_at}))
             if proc.returncode != -signal.SIGKILL:
                 assert proc.returncode in (0, 1), proc.stdout + proc.stderr
-                assert "Traceback" not in proc.stderr, proc.stderr
                 break
-            kills += 1
+            case.fault()
             check_readable(exp)
             age_temp_files(exp / ".reconciler")
-        assert kills >= 1, f"{point} was never reached"
-        converge(exp, backend)
-        runs += 1
-        states = status_states(exp, backend)
-        runs += 1
-        jobs = local_jobs(exp, name) if backend == "local" else wait_for_slurm_jobs(name, since, UNIT_KEYS)
+        if not case.record.faults:
+            case.not_reached(f"{point} was never reached")
+        case.converge(exp, backend)
+        case.measure()
         check_readable(exp)
         check_logs(exp)
         assert read_state(exp / ".reconciler") is not None
         assert not list((exp / ".reconciler").glob(".*.tmp")), "a killed write's temporary file was left behind"
-    finally:
-        if backend == "slurm":
-            reconcile("cancel", str(exp), "--backend", "slurm")
-    result = verdict(jobs, UNIT_KEYS)
-    wrong = sum(1 for key in UNIT_KEYS if states.get(key) != "done")
-    record = Record("crash point", backend, point, kills, runs, result.units, result.duplicates, result.lost, wrong,
-                    time.monotonic() - started)
-    assert result.duplicates == 0 and result.lost == 0, f"{point}: {result.detail}"
-    assert wrong == 0, f"{point}: {states}"
-    return record
+        case.check()
+    return case.record
 
 
 def run_all_points(tmp_path: Path, backend: str, tally: Tally) -> None:
     """Every point on its own experiment, all at once (each waits mostly on its jobs)."""
     with ThreadPoolExecutor(max_workers=len(POINTS)) as pool:
-        futures = {point: pool.submit(run_crash_point, tmp_path / point, backend, point) for point in POINTS}
+        futures = {point: pool.submit(run_crash_point, tmp_path / point, backend, point, tally) for point in POINTS}
     failures = []
     for point, future in futures.items():
         try:
-            tally.add(future.result())
+            future.result()
         except Exception as exc:  # noqa: BLE001 - report every point, not just the first
             failures.append(f"{point}: {exc}")
     assert not failures, "\n\n".join(failures)
@@ -131,15 +115,3 @@ def test_crash_points_local(tmp_path: Path, tally: Tally) -> None:
 @pytest.mark.usefixtures("slurm_cluster")
 def test_crash_points_slurm(tmp_path: Path, tally: Tally) -> None:
     run_all_points(tmp_path, "slurm", tally)
-
-
-def test_crash_point_is_inert_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler.crashpoints import crash_point
-
-    monkeypatch.delenv(ENV, raising=False)
-    crash_point("intent-journaled")  # unset: nothing happens
-    monkeypatch.setenv(ENV, "state-write")
-    crash_point("intent-journaled")  # another point: nothing happens
-    monkeypatch.setenv(ENV, "log-write@3")
-    crash_point("log-write")  # 1st and 2nd time: not yet
-    crash_point("log-write")

@@ -27,19 +27,22 @@ from reconciler.cli import main
 from reconciler.spec.load import is_safe_name
 from reconciler.spec.yamlpos import MAX_FILE_BYTES, load_yaml
 from tests.conftest import EXPERIMENTS, REPO
+from tests.jobrecords import record_files
 from tests.reliability.harness import (
     RUN,
-    UNIT_KEYS,
-    Record,
+    Case,
     Tally,
     command_env,
+    has_traceback,
     journal,
     local_jobs,
     reconcile,
     small_experiment,
     unique_name,
 )
+from tests.yaml_probe import probe
 
+FAULT_CLASS = "security"
 GOOD = load_yaml(EXPERIMENTS / "sweep8" / "experiment_summary.yaml").data
 LOCATED = re.compile(r"^error: .+?:\d+(:\d+)?: \S")
 
@@ -78,21 +81,30 @@ def run_cli(tmp_path: Path, doc: dict | str, command: str = "validate") -> tuple
 
 @pytest.mark.parametrize("slot", sorted(NAME_SLOTS))
 def test_hostile_names_are_refused_with_a_located_line(tmp_path: Path, slot: str, tally: Tally) -> None:
-    problems = []
-    for i, name in enumerate(HOSTILE_NAMES):
-        case = tmp_path / f"c{i}"
-        case.mkdir()
-        command = ("validate", "plan", "apply")[i % 3]
-        code, lines, output = run_cli(case, mutate(GOOD, NAME_SLOTS[slot], name), command)
-        written = sorted(p.name for p in case.iterdir())
-        if code != 2 or len(lines) != 1 or not LOCATED.match(lines[0]) or "Traceback" in output:
-            problems.append(f"{name!r} ({command}): exit {code}: {lines}")
-        if written != ["experiment_summary.yaml"]:
-            problems.append(f"{name!r} ({command}): wrote {written}")
-    tally.add(Record("security", "-", f"hostile {slot} names", len(HOSTILE_NAMES), len(HOSTILE_NAMES), 0, 0, 0,
-                     len(problems)))
-    assert not problems, "\n".join(problems)
-    assert not list(Path.cwd().glob("PWNED*"))
+    with Case(tally, FAULT_CLASS, "-", f"hostile {slot} names") as case:
+        problems = []
+        for i, name in enumerate(HOSTILE_NAMES):
+            directory = tmp_path / f"c{i}"
+            directory.mkdir()
+            command = ("validate", "plan", "apply")[i % 3]
+            code, lines, output = run_cli(directory, mutate(GOOD, NAME_SLOTS[slot], name), command)
+            case.fault()
+            case.record.runs += 1
+            case.record.tracebacks += has_traceback(output)
+            case.record.duplicates += len(record_files(directory))  # no job may exist at all
+            written = sorted(p.name for p in directory.iterdir())
+            # One located line; validate may list every problem, one located line each.
+            refused = code == 2 and bool(lines) and (len(lines) == 1 or command == "validate") \
+                and all(LOCATED.match(line) for line in lines)
+            case.wrong(not refused or written != ["experiment_summary.yaml"], f"{name!r} ({command})")
+            if not refused:
+                problems.append(f"{name!r} ({command}): exit {code}: {lines}")
+            if written != ["experiment_summary.yaml"]:
+                problems.append(f"{name!r} ({command}): wrote {written}")
+        pwned = list(Path.cwd().glob("PWNED*"))
+        case.wrong(len(pwned), f"shell syntax ran: {pwned}")
+        assert not problems, "\n".join(problems)
+        case.check()
 
 
 def test_safe_name_check_has_no_trailing_newline_hole() -> None:
@@ -120,11 +132,16 @@ def test_metacharacters_in_paths_and_values_are_quoted(tmp_path: Path, tally: Ta
     The job scripts run for real (local backend) with stub `python`/`inspect` that record their
     argv: each hostile value must arrive as one literal argument, and no PWNED file may appear.
     """
-    started = time.monotonic()
+    with Case(tally, FAULT_CLASS, "local", "shell syntax in paths and values") as case:
+        run_quoted(tmp_path, case)
+
+
+def run_quoted(tmp_path: Path, case: Case) -> None:
     evil = "x $(touch PWNED1) `touch PWNED2` ; touch PWNED3 & 'q' \"d\" $HOME * ?"
     root = tmp_path / f"exp {evil[:40].replace('/', '_')}"
     name = unique_name("sec_meta")
     exp = small_experiment(root, name)
+    case.expect(exp, name, "local", done=False)  # the stubs write no output: jobs are counted, not states
     spec = exp / "experiment_summary.yaml"
     doc = yaml.safe_load(spec.read_text())
     model_dir = exp / f"model {evil}"
@@ -140,26 +157,28 @@ def test_metacharacters_in_paths_and_values_are_quoted(tmp_path: Path, tally: Ta
     doc["controls"]["system_prompt"] = "You 'quote' \"things\"; $(touch PWNED5)"
     doc["evaluation"]["matrix"][0]["vis_label"] = "r4 $(touch PWNED6)"
     spec.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    case.fault(9)  # a model dir, a data file, a task file and an experiment dir full of it; 2 prompts; a label
     calls = tmp_path / "calls.jsonl"
     stubs = stub_bin(tmp_path / "stubs", calls)
 
     env = command_env()
     env["PATH"] = f"{stubs}{os.pathsep}{env['PATH']}"
-    proc = reconcile("apply", str(exp), "--backend", "local", env=env)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    proc = case.reconcile("apply", str(exp), "--backend", "local", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     for script in [exp / RUN / "finetune.slurm", *exp.glob("*/eval/*/cell.slurm")]:
         assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0, script
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(
             j.state in ("COMPLETED", "FAILED") for js in local_jobs(exp, name).values() for j in js):
         time.sleep(0.3)
-    reconcile("cancel", str(exp), "--backend", "local", env=env)
+    case.measure()
     argv = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
     pwned = [p for p in tmp_path.rglob("PWNED*")] + list(REPO.glob("PWNED*"))
     inspect_calls = [a for a in argv if a[0] == "inspect"]
     problems = []
     if pwned:
         problems.append(f"shell syntax ran: {pwned}")
+        case.wrong(len(pwned), f"shell syntax ran: {pwned}")
     if len(inspect_calls) < 1:
         problems.append(f"no eval ran: {argv}")
     model_paths = set()
@@ -176,9 +195,9 @@ def test_metacharacters_in_paths_and_values_are_quoted(tmp_path: Path, tally: Ta
     trainer = [a for a in argv if a[0] == "python"]
     if not trainer or str(exp / RUN / "setup_finetune.yaml") not in trainer[0]:
         problems.append(f"trainer config path mangled: {trainer}")
-    tally.add(Record("security", "local", "shell syntax in paths and values", 6 + 3, 2, len(UNIT_KEYS), 0, 0,
-                     len(problems), time.monotonic() - started))
+    case.wrong(len(problems) - bool(pwned), "; ".join(problems))
     assert not problems, "\n".join(problems)
+    case.check()
 
 
 def test_values_inspect_would_split_are_refused_cleanly(tmp_path: Path) -> None:
@@ -201,50 +220,52 @@ def test_values_inspect_would_split_are_refused_cleanly(tmp_path: Path) -> None:
 
 
 def test_symlinks_out_of_the_experiment_are_not_written_through(tmp_path: Path, tally: Tally) -> None:
-    name = unique_name("sec_link")
-    exp = small_experiment(tmp_path / "exp", name)
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    victim = outside / "victim.txt"
-    victim.write_text("precious\n")
-    (outside / "rundir").mkdir()
-    (exp / RUN).symlink_to(outside / "rundir")  # a run directory leading out
-    (exp / "logs").mkdir()
-    (exp / "logs" / "run-experiment.log").symlink_to(victim)  # a log file leading out
-    state_dir = exp / ".reconciler"
-    state_dir.mkdir()
-    (state_dir / "lock").symlink_to(victim)  # the lock: opened, truncated, written
-    proc = reconcile("apply", str(exp), "--backend", "local")
-    problems = []
-    if "Traceback" in proc.stderr:
-        problems.append(proc.stderr)
-    if victim.read_text() != "precious\n":
-        problems.append(f"wrote through a symlink: {victim.read_text()!r}")
-    if list((outside / "rundir").iterdir()):
-        problems.append(f"wrote into a run directory outside the experiment: {list((outside / 'rundir').iterdir())}")
-    if proc.returncode == 0:
-        problems.append("exit 0 although it could not act safely")
-    # Symlinked logs only: the pass acts and warns.
-    (state_dir / "lock").unlink()
-    (exp / RUN).unlink()
-    proc2 = reconcile("apply", str(exp), "--backend", "local")
-    if "Traceback" in proc2.stderr or victim.read_text() != "precious\n":
-        problems.append(f"second pass: {proc2.stderr} {victim.read_text()!r}")
-    if not journal(exp, "submitted"):
-        problems.append(f"nothing submitted once the run directory was plain: {proc2.stdout} {proc2.stderr}")
-    if "warning: cannot write logs" not in proc2.stderr:
-        problems.append(f"a symlinked log was not reported: {proc2.stderr}")
-    # The whole logs directory leading out: nothing created there.
-    shutil.rmtree(exp / "logs")
-    (outside / "logdir").mkdir()
-    (exp / "logs").symlink_to(outside / "logdir")
-    proc3 = reconcile("apply", str(exp), "--backend", "local")
-    if "Traceback" in proc3.stderr or list((outside / "logdir").iterdir()):
-        problems.append(f"third pass wrote logs out of the experiment: {proc3.stderr} "
-                        f"{list((outside / 'logdir').iterdir())}")
-    reconcile("cancel", str(exp), "--backend", "local")
-    tally.add(Record("security", "local", "symlinks out of the experiment", 4, 3, 0, 0, 0, len(problems)))
-    assert not problems, "\n".join(problems)
+    with Case(tally, FAULT_CLASS, "local", "symlinks out of the experiment") as case:
+        name = unique_name("sec_link")
+        exp = small_experiment(tmp_path / "exp", name)
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        victim = outside / "victim.txt"
+        victim.write_text("precious\n")
+        (outside / "rundir").mkdir()
+        (exp / RUN).symlink_to(outside / "rundir")  # a run directory leading out
+        (exp / "logs").mkdir()
+        (exp / "logs" / "run-experiment.log").symlink_to(victim)  # a log file leading out
+        state_dir = exp / ".reconciler"
+        state_dir.mkdir()
+        (state_dir / "lock").symlink_to(victim)  # the lock: opened, truncated, written
+        case.fault(3)
+        proc = case.reconcile("apply", str(exp), "--backend", "local")
+        problems = []
+        if victim.read_text() != "precious\n":
+            problems.append(f"wrote through a symlink: {victim.read_text()!r}")
+        if list((outside / "rundir").iterdir()):
+            problems.append(f"wrote into a run directory outside the experiment: {list((outside / 'rundir').iterdir())}")
+        if proc.returncode == 0:
+            problems.append("exit 0 although it could not act safely")
+        # Symlinked logs only: the pass acts and warns.
+        (state_dir / "lock").unlink()
+        (exp / RUN).unlink()
+        proc2 = case.reconcile("apply", str(exp), "--backend", "local")
+        if victim.read_text() != "precious\n":
+            problems.append(f"second pass: {proc2.stderr} {victim.read_text()!r}")
+        if not journal(exp, "submitted"):
+            problems.append(f"nothing submitted once the run directory was plain: {proc2.stdout} {proc2.stderr}")
+        if "warning: cannot write logs" not in proc2.stderr:
+            problems.append(f"a symlinked log was not reported: {proc2.stderr}")
+        # The whole logs directory leading out: nothing created there.
+        shutil.rmtree(exp / "logs")
+        (outside / "logdir").mkdir()
+        (exp / "logs").symlink_to(outside / "logdir")
+        case.fault()
+        proc3 = case.reconcile("apply", str(exp), "--backend", "local")
+        if list((outside / "logdir").iterdir()):
+            problems.append(f"third pass wrote logs out of the experiment: {proc3.stderr} "
+                            f"{list((outside / 'logdir').iterdir())}")
+        reconcile("cancel", str(exp), "--backend", "local")
+        case.wrong(len(problems), "; ".join(problems))
+        assert not problems, "\n".join(problems)
+        case.check()
 
 
 # ------------------------------------------------------------------ YAML bombs, huge files, tags
@@ -278,54 +299,34 @@ HOSTILE_FILES = {
     "not UTF-8": "experiment: \xff\xfe\n",
 }
 
-# Runs in a fresh interpreter: loads one file, reports seconds and peak RSS growth.
-PROBE = r"""
-import json, resource, sys, time
-from pathlib import Path
-from reconciler.errors import SpecError
-from reconciler.spec.load import load_spec
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
-try:
-    load_spec(Path(sys.argv[1]))
-    message = None
-except SpecError as exc:
-    message = str(exc)
-seconds = time.perf_counter() - t
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(json.dumps({"seconds": seconds, "rss_growth_kb": grown, "message": message}))
-"""
-
-
 @pytest.mark.parametrize("case", sorted(HOSTILE_FILES))
-def test_hostile_yaml_is_refused_fast_with_bounded_memory(tmp_path: Path, case: str, tally: Tally) -> None:
-    path = tmp_path / "experiment_summary.yaml"
-    text = HOSTILE_FILES[case]
-    path.write_bytes(text.encode("latin-1") if case == "not UTF-8" else text.encode())
-    probe = subprocess.run([sys.executable, "-c", PROBE, str(path)], check=False, capture_output=True, text=True,
-                           timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert probe.returncode == 0, probe.stderr
-    found = json.loads(probe.stdout)
-    cli = subprocess.run([sys.executable, "-m", "reconciler", "validate", str(path)], check=False,
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    problems = []
-    if found["message"] is None:
-        problems.append("accepted")
-    limit = 1.0 if "laughs" in case or "bomb" in case or "tag" in case or "python" in case else 2.0
-    if found["seconds"] > limit:
-        problems.append(f"took {found['seconds']:.2f}s (limit {limit}s)")
-    if found["rss_growth_kb"] > 100_000:
-        problems.append(f"memory grew by {found['rss_growth_kb'] / 1024:.0f} MB")
-    lines = cli.stderr.strip().splitlines()  # validate lists every problem: one `error:` line each
-    if cli.returncode != 2 or "Traceback" in cli.stderr or not lines or \
-            not all(line.startswith("error: ") for line in lines):
-        problems.append(f"CLI exit {cli.returncode}: {cli.stderr[-400:]}")
-    if list(tmp_path.glob("PWNED*")):
-        problems.append("a tag ran code")
-    tally.add(Record("security", "-", f"yaml: {case} ({found['seconds']:.2f}s, +{found['rss_growth_kb'] // 1024} MB)",
-                     1, 2, 0, 0, 0, len(problems)))
-    assert not problems, (case, found, problems)
-    assert os.path.getsize(path) > MAX_FILE_BYTES or found["message"]
+def test_hostile_yaml_is_refused_with_bounded_work_and_memory(tmp_path: Path, case: str, tally: Tally) -> None:
+    """Counted, not timed (tests/yaml_probe.py); the time is benchmarks/hostile_yaml.py's."""
+    with Case(tally, FAULT_CLASS, "-", f"yaml: {case}") as counted:
+        path = tmp_path / "experiment_summary.yaml"
+        text = HOSTILE_FILES[case]
+        path.write_bytes(text.encode("latin-1") if case == "not UTF-8" else text.encode())
+        counted.fault()
+        found = probe(path)
+        counted.record.runs += 1
+        cli = counted.saw(subprocess.run([sys.executable, "-m", "reconciler", "validate", str(path)], check=False,
+                                         capture_output=True, text=True, timeout=60, cwd=tmp_path))
+        problems = []
+        if found["message"] is None and found["unbounded"] is None:
+            problems.append("accepted")
+        if found["unbounded"] is not None:
+            problems.append(f"work past the bounds: {found['unbounded']} {found['counts']} (limits {found['limits']})")
+        if found["rss_growth_kb"] > 100_000:
+            problems.append(f"memory grew by {found['rss_growth_kb'] / 1024:.0f} MB")
+        lines = cli.stderr.strip().splitlines()  # validate may list every problem: one `error:` line each
+        if cli.returncode != 2 or not lines or not all(line.startswith("error: ") for line in lines):
+            problems.append(f"CLI exit {cli.returncode}: {cli.stderr[-400:]}")
+        if list(tmp_path.glob("PWNED*")):
+            problems.append("a tag ran code")
+        counted.wrong(len(problems), "; ".join(problems))
+        assert not problems, (case, found, problems)
+        assert os.path.getsize(path) > MAX_FILE_BYTES or found["message"]
+        counted.check()
 
 
 # ------------------------------------------------------------------ what we write, and how we run things
@@ -333,17 +334,22 @@ def test_hostile_yaml_is_refused_fast_with_bounded_memory(tmp_path: Path, case: 
 
 @pytest.mark.slow
 def test_files_written_are_never_world_writable_even_with_umask_0(tmp_path: Path, tally: Tally) -> None:
-    name = unique_name("sec_umask")
-    exp = small_experiment(tmp_path / "exp", name)
-    before = {p for p in exp.rglob("*")}
-    proc = subprocess.run([sys.executable, "-m", "tests.reliability.runner", "apply", str(exp), "--watch",
-                           "--interval", "0.5", "--backend", "local"], check=False, capture_output=True, text=True,
-                          env=command_env(), cwd=REPO, timeout=180, preexec_fn=lambda: os.umask(0))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    loose = [f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p.relative_to(exp)}" for p in sorted(exp.rglob("*"))
-             if p not in before and not p.is_symlink() and p.lstat().st_mode & stat.S_IWOTH]
-    tally.add(Record("security", "local", "umask 0: world-writable files", 1, 1, len(UNIT_KEYS), 0, 0, len(loose)))
-    assert not loose, loose
+    with Case(tally, FAULT_CLASS, "local", "umask 0: world-writable files") as case:
+        name = unique_name("sec_umask")
+        exp = small_experiment(tmp_path / "exp", name)
+        case.expect(exp, name, "local")
+        before = {p for p in exp.rglob("*")}
+        case.fault()
+        proc = case.saw(subprocess.run([sys.executable, "-m", "tests.reliability.runner", "apply", str(exp), "--watch",
+                                        "--interval", "0.5", "--backend", "local"], check=False, capture_output=True,
+                                       text=True, env=command_env(), cwd=REPO, timeout=180,
+                                       preexec_fn=lambda: os.umask(0)))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        loose = [f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p.relative_to(exp)}" for p in sorted(exp.rglob("*"))
+                 if p not in before and not p.is_symlink() and p.lstat().st_mode & stat.S_IWOTH]
+        case.wrong(len(loose), f"world-writable: {loose}")
+        assert not loose, loose
+        case.check()
 
 
 def package_lines_matching(pattern: re.Pattern[str]) -> list[str]:

@@ -1,4 +1,6 @@
-"""Fixtures for the SLURM backend tests: the real cluster (or a skip), fake and logging commands."""
+"""Fixtures for the SLURM backend tests: the real cluster (or a skip) and logging wrappers of its commands.
+
+The backend against fake commands (no cluster) is tested in tests/unit/test_slurm_commands.py."""
 
 from __future__ import annotations
 
@@ -15,14 +17,11 @@ from typing import TypeVar
 import pytest
 
 from reconciler.backends.slurm.backend import SlurmBackend, slurm_available
-from reconciler.backends.slurm.commands import RetryPolicy
+from tests.fake_slurm import FAST_RETRY, write_executable
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
-
-# Retries that finish in well under a second, so failure tests stay fast.
-FAST_RETRY = RetryPolicy(attempts=3, total_seconds=5.0, initial_wait=0.02, max_wait=0.1, timeout=30.0)
 
 T = TypeVar("T")
 
@@ -65,12 +64,6 @@ class CommandLog:
         self.path.write_text("")
 
 
-def write_executable(path: Path, text: str) -> Path:
-    path.write_text(text)
-    path.chmod(0o755)
-    return path
-
-
 @pytest.fixture
 def logging_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CommandLog:
     """Wrappers first on PATH that log each SLURM command line, then exec the real binary."""
@@ -84,15 +77,6 @@ def logging_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CommandLog:
         write_executable(bin_dir / name, f'#!/bin/bash\necho "{name} $*" >> "{log.path}"\nexec "{real}" "$@"\n')
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return log
-
-
-@pytest.fixture
-def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty directory first on PATH; tests drop fake commands into it."""
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return bin_dir
 
 
 def job_script(directory: Path, name: str, body: str) -> Path:

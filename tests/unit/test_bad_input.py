@@ -47,6 +47,8 @@ EDITS = [
     ("command-without-command", 'preparation: "torchtune"', 'preparation: "command"', "tools.preparation: command needs tools.command"),
     ("lr-not-number", "lora_rank: 4, lr: 1e-5}", "lora_rank: 4, lr: fast}", "runs[0].parameters.lr: expected a number"),
     ("duplicate-key", "  batch_size: 4\n", "  batch_size: 4\n  batch_size: 8\n", "controls.batch_size: duplicate key"),
+    ("duplicate-task", '  matrix:\n', '    - name: "capitalization"\n      script: "/scratch/other_task.py"\n  matrix:\n', ":61:13: evaluation.tasks[1].name: 'capitalization' is defined twice (first at evaluation.tasks[0])"),
+    ("repeated-epoch", '{run: "r4_lr1e-5", tasks: ["capitalization"], epochs: [0, 1]}', '{run: "r4_lr1e-5", tasks: ["capitalization"], epochs: [1, 1]}', ":62:65: evaluation.matrix[0].epochs[1]: epoch 1 is listed twice"),
     ("duplicate-cell", '{run: "base", tasks: ["capitalization"], epochs: null}', '{run: "base", tasks: ["capitalization", "capitalization"], epochs: null}', "evaluation.matrix[8].tasks[1]: base/capitalization is already"),
     ("python-tag", '  dir: "."\n', '  dir: !!python/object/apply:os.system ["id"]\n', "is not allowed"),
     ("tab-indent", "  epochs: 2\n", "\tepochs: 2\n", "invalid YAML"),
@@ -76,10 +78,10 @@ def test_broken_file_exits_2_with_located_line(tmp_path: Path, name: str, old: s
     result = CliRunner().invoke(main, [command, str(path)])
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    # validate lists every problem an edit causes (a renamed run also orphans its matrix entries); others the first.
-    assert len(lines) == 1 or command == "validate", lines
+    # validate may list every problem an edit causes (a renamed run also orphans its matrix entries); others the first.
+    assert len(lines) == 1 or (command == "validate" and lines), lines
     for line in lines:
-        assert re.match(rf"^error: {re.escape(str(path))}(:\d+(:\d+)?)?: ", line), line
+        assert re.match(rf"^error: {re.escape(str(path))}:\d+:\d+: ", line), line  # file:line:col
     assert any(expected in line for line in lines), lines
     assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing may be written"
@@ -101,3 +103,20 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "apply"])
+def test_an_experiment_with_nothing_to_do_is_refused(tmp_path: Path, command: str) -> None:
+    """Zero units is an error, never "ALL_COMPLETE" on no work: a control run and an empty matrix."""
+    head = GOOD[: GOOD.index("runs:\n")]
+    path = tmp_path / "experiment_summary.yaml"
+    path.write_text(head + 'runs:\n  - {name: "base", type: "control", model: "Llama-3.2-1B-Instruct", parameters: {}}\n'
+                    'evaluation:\n  tasks:\n    - {name: "capitalization", script: "/scratch/t.py"}\n  matrix: []\n')
+    args = [command, str(path)] + (["--backend", "local"] if command == "apply" else [])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 or (command == "validate" and lines), lines  # validate may list every problem
+    assert all(line.startswith(f"error: {path}:") for line in lines), lines
+    assert any("evaluation.matrix" in line for line in lines), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment_summary.yaml"], "nothing may be written"

@@ -31,6 +31,7 @@ def test_real_files_plan_two_finetunes_and_two_gated_evals(cruijff: Path, tmp_pa
         dst = tmp_path / rel.split("/")[0] / "experiment_summary.yaml"
         dst.parent.mkdir(parents=True)
         dst.write_text(src.read_text())
+        before = sorted(tmp_path.rglob("*"))
         result = CliRunner().invoke(main, ["plan", str(dst), "--backend", "local", "--format", "json"])
         assert result.exit_code == 0, result.output
         import json
@@ -39,7 +40,8 @@ def test_real_files_plan_two_finetunes_and_two_gated_evals(cruijff: Path, tmp_pa
         assert plan["summary"]["submit"] == 4
         evals = [u for u in plan["units"] if u["kind"] == "eval"]
         assert all(u["after"] == [f"finetune/{u['run']}"] for u in evals)
-        assert not (dst.parent / "__SCRATCH__").exists(), "plan must not create the experiment directory"
+        # The files' experiment dir is `__SCRATCH__/...`, relative to the spec: beside it, under tmp_path.
+        assert sorted(tmp_path.rglob("*")) == before, "plan must write nothing (not even the experiment directory)"
 
 
 def test_real_file_dialects(cruijff: Path) -> None:

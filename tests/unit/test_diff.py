@@ -136,8 +136,7 @@ def test_cli_exit_codes(new: Path, code: int) -> None:
 
     from reconciler.cli import main
 
-    if "diff" not in getattr(main, "commands", {}):
-        pytest.skip("`reconcile diff` is not wired in cli.py yet")
+    assert "diff" in main.commands, "`reconcile diff` is gone from the CLI"
     for fmt in ("text", "json", "markdown"):
         result = CliRunner().invoke(main, ["diff", str(OLD), str(new), "--format", fmt])
         assert result.exit_code == code, result.output

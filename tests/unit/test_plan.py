@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import builtins
+import io
+import os
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.backends.base import COMPLETED, DEPENDENCY_NEVER_SATISFIED, FAILED, PENDING, RUNNING, TIMEOUT, Job
+from reconciler.backends.base import (
+    COMPLETED,
+    DEPENDENCY_NEVER_SATISFIED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    TIMEOUT,
+    UNKNOWN,
+    Job,
+)
 from reconciler.observe.checkpoints import EpochEvidence
 from reconciler.observe.observation import GONE, Observation, UnitEvidence
 from reconciler.plan import Policy, plan
@@ -122,6 +138,18 @@ def test_outdated_is_reported_and_replaced_only_on_request(world) -> None:
     assert p[E0].action == "submit" and p[E0].after == (FT,)  # the new checkpoints, not the old ones
 
 
+def test_started_log_of_a_job_that_is_gone_is_not_done(world) -> None:
+    """A `.eval` log left `started` by a dead eval: retried, never done (inspect writes it before any sample)."""
+    ft = UnitEvidence(jobs=(Job("10", COMPLETED, exit_code=0),), attempts=1, epochs=complete_epochs(2))
+    e0 = UnitEvidence(jobs=(Job("11", GONE),), attempts=1, log=log("started"))
+    e1 = UnitEvidence(jobs=(Job("12", RUNNING),), attempts=1, log=log("started"))
+    base = UnitEvidence(jobs=(), attempts=0, log=log("started"))
+    p = by_key(plan(world.units, _obs({FT: ft, E0: e0, E1: e1, BASE: base}), Policy()))
+    assert (p[E0].state, p[E0].action) == ("failed", "resubmit") and "left 'started'" in p[E0].reason
+    assert (p[E1].state, p[E1].action) == ("running", "none")  # still being written
+    assert (p[BASE].state, p[BASE].action) == ("missing", "submit")
+
+
 def test_scheduler_unknown_never_submits(world) -> None:
     result = plan(world.units, _obs({}, known=False), Policy())
     assert {p.action for p in result.units} == {"none"}
@@ -131,6 +159,8 @@ def test_scheduler_unknown_never_submits(world) -> None:
 # ---- properties -------------------------------------------------------------------------
 
 JOB_STATES = [PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT, "CANCELLED", "OUT_OF_MEMORY", GONE]
+# What a job can be when the scheduler did not answer: UNKNOWN, or the end state the journal kept.
+JOB_STATES_UNASKED = [UNKNOWN, UNKNOWN, COMPLETED, FAILED, TIMEOUT, "CANCELLED"]
 
 
 @st.composite
@@ -138,6 +168,7 @@ def worlds(draw):
     runs = draw(st.integers(1, 3))
     epochs = draw(st.integers(1, 3))
     control = draw(st.booleans())
+    known = draw(st.booleans())
     tmp = Path(tempfile.mkdtemp())
     desired = make_desired(tmp, runs, epochs, control)
     units = {}
@@ -147,7 +178,7 @@ def worlds(draw):
         jobs = []
         for _ in range(n_jobs):
             next_id += 1
-            state = draw(st.sampled_from(JOB_STATES))
+            state = draw(st.sampled_from(JOB_STATES if known else JOB_STATES_UNASKED))
             reason = draw(st.sampled_from([None, "Dependency", DEPENDENCY_NEVER_SATISFIED])) if state == PENDING else None
             jobs.append(Job(str(next_id), state, reason=reason, exit_code=draw(st.sampled_from([0, 1])),
                             depends_on=("1",) if reason else (), started_at=draw(st.sampled_from([None, 0.5, 2.0]))))
@@ -161,7 +192,6 @@ def worlds(draw):
             ev = UnitEvidence(jobs=tuple(jobs), attempts=len(jobs), log=log(state) if state else None,
                               produced_fingerprint=draw(st.sampled_from([None, unit.fingerprint])))
         units[unit.key] = ev
-    known = draw(st.booleans()) or True
     policy = Policy(max_attempts=draw(st.integers(1, 4)), replace_outdated=draw(st.booleans()))
     return desired, Observation(units=units, scheduler_known=known), policy
 
@@ -215,6 +245,45 @@ def test_no_eval_submitted_without_checkpoint_or_afterok(world) -> None:
             and ft_ev.epochs[unit.needs_epoch].state == "complete" and up.action in ("none", "cancel"))
         with_dependency = p.after == (up.key,) and (up.action in ("submit", "resubmit") or up.state in ("queued", "running"))
         assert ready or with_dependency, (p, up)
+
+
+@contextmanager
+def no_io() -> Iterator[None]:
+    """Every way from Python to a file, a directory or the clock raises while the block runs."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"I/O in plan(): {args[:1]}")
+
+    with ExitStack() as stack:
+        for target, name in [(builtins, "open"), (io, "open"), (os, "open"), (os, "stat"), (os, "lstat"),
+                             (os, "scandir"), (os, "listdir"), (os, "access"), (os, "readlink"),
+                             (time, "time"), (time, "monotonic"), (time, "localtime")]:
+            stack.enter_context(patch.object(target, name, refuse))
+        yield
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds())
+def test_plan_is_pure(world) -> None:
+    """Invariant 1: no file, no directory, no clock; the same input gives the same plan."""
+    desired, obs, policy = world
+    with no_io():
+        first = plan(desired.units, obs, policy)
+        again = plan(desired.units, obs, policy)
+    assert again == first
+
+
+@SETTINGS
+@given(worlds())
+def test_done_only_on_a_complete_log_or_complete_checkpoints(world) -> None:
+    desired, obs, policy = world
+    for p in plan(desired.units, obs, policy).units:
+        if p.state not in ("done", "outdated"):
+            continue
+        ev = obs.get(p.key)
+        if p.kind == "eval":
+            assert ev.log is not None and ev.log.state == "complete", (p, ev.log)
+        else:
+            assert ev.epochs and all(e.state == "complete" for e in ev.epochs), (p, ev.epochs)
 
 
 @SETTINGS

@@ -1,7 +1,14 @@
-"""The inspect-ai ModelAPI serving a demo checkpoint: offline, deterministic, no tokenizer download."""
+"""The inspect-ai ModelAPI serving a demo checkpoint: offline, deterministic, no tokenizer download.
+
+A barrier for tests: while the file named by RECONCILER_STANDIN_GATE exists, every answer waits, so an
+eval stays `started` (its log written, no sample done) for as long as a test needs, for example to
+kill it at that point without racing it (tests/reliability/test_filesystem_faults.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +16,9 @@ from inspect_ai.model import ChatMessage, GenerateConfig, ModelAPI, ModelOutput,
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from reconciler_standin import capitalizer
+
+
+GATE_ENV = "RECONCILER_STANDIN_GATE"
 
 
 class CapDemoAPI(ModelAPI):
@@ -43,6 +53,9 @@ class CapDemoAPI(ModelAPI):
         config: GenerateConfig,
     ) -> ModelOutput:
         """One greedy answer; usage is set so inspect never calls tiktoken (which downloads)."""
+        gate = os.environ.get(GATE_ENV)
+        while gate and os.path.exists(gate):
+            await asyncio.sleep(0.05)
         users = [message for message in input if message.role == "user"]
         prompt = users[-1].text if users else ""
         answer = self.model.answer(capitalizer.word_of(prompt))

@@ -1,7 +1,10 @@
-"""SlurmBackend against fake SLURM commands: retries, error classes, fallbacks (no cluster needed)."""
+"""SlurmBackend against fake SLURM commands: retries, error classes, fallbacks, the tag-based query.
+
+No cluster needed: these run with the unit tests (the real cluster's are in tests/slurm)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,26 +14,9 @@ from reconciler.backends.slurm.backend import SlurmBackend, slurm_available
 from reconciler.backends.slurm.commands import CALLS, RetryPolicy
 from reconciler.errors import BackendError, BackendUnavailable, SubmitDeferred
 
-from .conftest import FAST_RETRY, write_executable
+from tests.fake_slurm import FAST_RETRY, calls, fake, squeue_line
 
 TIMED_OUT = "slurm_load_jobs error: Socket timed out on send/recv operation"
-
-
-def fake(bin_dir: Path, name: str, body: str) -> Path:
-    """A fake command that logs each call to `{name}.calls` beside it, then runs `body`."""
-    calls = bin_dir / f"{name}.calls"
-    return write_executable(bin_dir / name, f'#!/bin/bash\necho "$*" >> "{calls}"\n{body}\n')
-
-
-def calls(bin_dir: Path, name: str) -> int:
-    path = bin_dir / f"{name}.calls"
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def squeue_line(job_id: str, state: str, tag: str, name: str = "job") -> str:
-    """A printf command producing one squeue line in the backend's format."""
-    fields = [job_id, state, "None", "(null)", "2026-11-22T08:00:00", "N/A", tag, name]
-    return "printf '%s\\n' " + "'" + "\x1f".join(fields) + "'"
 
 
 def request(tmp_path: Path, tag: str = "exp/finetune/a") -> SubmitRequest:
@@ -40,6 +26,15 @@ def request(tmp_path: Path, tag: str = "exp/finetune/a") -> SubmitRequest:
 @pytest.fixture
 def backend() -> SlurmBackend:
     return SlurmBackend(FAST_RETRY)
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty directory first on PATH; tests drop fake commands into it."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
 
 
 # -- query ------------------------------------------------------------------------------
@@ -352,3 +347,28 @@ def test_apply_defers_units_refused_by_a_submit_cap(fake_bin: Path, tmp_path: Pa
     refused = next(p for p in two.plan.units if p.key == deferred[0].unit)
     assert (refused.state, refused.action, refused.attempts) == ("missing", "submit", 0)
     assert refused.reason.startswith("missing: nothing submitted yet")
+
+
+def test_a_live_job_found_by_its_tag_is_not_submitted_again_after_the_journal_is_lost(
+    fake_bin: Path, tmp_path: Path
+) -> None:
+    """No journal (deleted, or a crash before the job id was written): squeue's tag says whose job it is."""
+    from reconciler.loop import load_desired, run_pass
+    from reconciler.operations import prepare_unit
+    from reconciler.plan import Policy
+    from reconciler.spec.units import tag_for
+    from tests.integration.demo_env import copy_demo
+
+    desired = load_desired(copy_demo(tmp_path / "demo"))
+    finetune = next(u.key for u in desired.units if u.kind == "finetune")
+    fake(fake_bin, "squeue", squeue_line("500", "RUNNING", tag_for(desired.experiment, finetune)))
+    count = fake_bin / "count"
+    count.write_text("600")
+    fake(fake_bin, "sbatch", f'n=$(( $(< "{count}") + 1 )); echo $n > "{count}"; echo $n')
+    result = run_pass(desired, SlurmBackend(FAST_RETRY), Policy(), act=True, prepare=prepare_unit)
+    planned = {p.key: p for p in result.plan.units}
+    assert (planned[finetune].state, planned[finetune].action, planned[finetune].job_id) == ("running", "none", "500")
+    assert [e.job_id for e in result.events if e.kind == "adopted"] == ["500"]
+    submitted = [e.unit for e in result.events if e.kind == "submitted"]
+    assert finetune not in submitted and len(submitted) == len(desired.units) - 1
+    assert calls(fake_bin, "sbatch") == len(desired.units) - 1
