@@ -115,6 +115,9 @@ def _message(err: dict[str, Any]) -> str:
         if "A-Za-z0-9._-" in pattern:
             return (f"{err['input']!r} is not a safe name: use letters, digits, '.', '_' and '-' "
                     "(starting with a letter or digit); names become paths and job names")
+        if "~+/@" in pattern:
+            return (f"{err['input']!r} is not an environment name or path: use letters, digits and . _ - + / @ ~ "
+                    "(no spaces or shell syntax; it is placed after conda activate, module load or source)")
         if "\\d{4}" in pattern:
             return f"{err['input']!r} is not a date in YYYY-MM-DD form"
         return f"{err['input']!r} does not have the expected form ({pattern})"
