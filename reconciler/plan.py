@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from reconciler.backends.base import (
@@ -35,6 +35,9 @@ class Policy:
     max_attempts: int = 3
     replace: frozenset[str] = frozenset()  # unit keys to re-run although done
     replace_outdated: bool = False
+    # `--stage` / `--target`: the only units acted on (None: all). The rest are planned and
+    # reported as usual, but marked untouched and given no action.
+    selected: frozenset[str] | None = None
 
 
 # Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 4x the
@@ -59,6 +62,8 @@ class PlannedUnit:
     after: tuple[str, ...] = ()
     # cancel: the job ids to cancel; release: the job to release.
     job_ids: tuple[str, ...] = ()
+    # Not selected by --stage/--target (or waiting on a unit that is not): reported, never acted on.
+    untouched: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,9 +86,11 @@ class Plan:
 
     @property
     def converged(self) -> bool:
-        """Nothing left to do and nothing in flight (unknown units are not converged)."""
+        """Nothing left to do and nothing in flight (unknown units are not converged); units left
+        untouched by --stage/--target do not count, unless a job of theirs is in flight."""
         return not self.has_changes and all(
-            u.state in ("done", "failed", "blocked", "outdated") for u in self.units
+            u.state in ("done", "failed", "blocked", "outdated") or (u.untouched and u.state not in IN_FLIGHT)
+            for u in self.units
         )
 
     def summary_line(self) -> str:
@@ -92,9 +99,11 @@ class Plan:
         unknown = f", {s['unknown']} unknown" if s["unknown"] else ""
         failed = f", {s['failed']} failed" if s["failed"] else ""
         outdated = f", {s['outdated']} outdated" if s["outdated"] else ""
+        untouched = sum(1 for u in self.units if u.untouched)
+        left = f"; {untouched} untouched (not selected)" if untouched else ""
         return (f"Plan: {a['submit']} to submit, {a['resubmit']} to resubmit, {a['cancel']} to cancel{release}; "
                 f"{s['done']} done, {s['queued'] + s['running']} in flight, {s['blocked']} blocked"
-                f"{failed}{outdated}{unknown}")
+                f"{failed}{outdated}{unknown}{left}")
 
 
 def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy: Policy,
@@ -103,16 +112,34 @@ def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy:
     decided: dict[str, PlannedUnit] = {}
     evidence = observation.get
     scheduler_known = observation.scheduler_known
+    selected = policy.selected
+    held: set[str] = set()  # not selected, though they would act: what waits on them waits
     for unit in units:
         if unit.kind == "finetune":
-            decided[unit.key] = _plan_finetune(unit, evidence(unit.key), scheduler_known, policy)
+            p = _plan_finetune(unit, evidence(unit.key), scheduler_known, policy)
+            if selected is not None and unit.key not in selected:
+                if p.action in SUBMITTING:
+                    held.add(unit.key)
+                p = _untouched(p)
+            decided[unit.key] = p
     for unit in units:
         if unit.kind == "eval":
             up = _first_decided(unit.depends_on, decided)
             up_ev = evidence(unit.depends_on[0]) if unit.depends_on else None
-            decided[unit.key] = _plan_eval(unit, evidence(unit.key), scheduler_known, policy, up, up_ev)
+            p = _plan_eval(unit, evidence(unit.key), scheduler_known, policy, up, up_ev,
+                           up_held=up is not None and up.key in held)
+            if selected is not None and unit.key not in selected:
+                p = _untouched(p)
+            decided[unit.key] = p
     return Plan(experiment=experiment, units=tuple(decided[u.key] for u in units),
                 scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note)
+
+
+def _untouched(p: PlannedUnit) -> PlannedUnit:
+    """A unit --stage/--target did not select: what it would do is said, nothing is done."""
+    would = f"would {p.action}: " if p.action not in ("none", "wait") else ""
+    return replace(p, action="none", untouched=True, reason=f"not selected: {would}{p.reason}",
+                   after=(), job_ids=())
 
 
 def _first_decided(keys: tuple[str, ...], decided: dict[str, PlannedUnit]) -> PlannedUnit | None:
@@ -238,7 +265,7 @@ def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | N
 
 
 def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Policy,
-               up: PlannedUnit | None, up_ev: UnitEvidence | None) -> PlannedUnit:
+               up: PlannedUnit | None, up_ev: UnitEvidence | None, up_held: bool = False) -> PlannedUnit:
     log = ev.log
     upstream_replacing = up is not None and up.action in SUBMITTING
     if log is not None and log.state == "complete" and not upstream_replacing:
@@ -279,6 +306,9 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
     last = ev.jobs[-1] if ev.jobs else None
     failure = _eval_failure(ev, last)
     if up is not None:
+        if up_held and not ckpt_ready:
+            return _planned(unit, "waiting", "wait", f"waiting: {up.key} is not selected (--stage/--target) and "
+                            f"checkpoint epoch_{unit.needs_epoch} is not complete", ev, untouched=True)
         # A non-final checkpoint left complete by a fine-tune that failed for good is still evaluated.
         if up.state in ("failed", "blocked") and up.action == "none" and not ckpt_ready:
             return _planned(unit, "blocked", "none", f"blocked: {up.key} failed for good", ev)
