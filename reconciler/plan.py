@@ -126,13 +126,21 @@ def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy:
         if unit.kind == "eval":
             up = _first_decided(unit.depends_on, decided)
             up_ev = evidence(unit.depends_on[0]) if unit.depends_on else None
-            p = _plan_eval(unit, evidence(unit.key), scheduler_known, policy, up, up_ev,
-                           up_held=up is not None and up.key in held)
+            ev = evidence(unit.key)
+            p = _plan_eval(unit, ev, scheduler_known, policy, up, up_ev, up_held=up is not None and up.key in held)
+            if ev.unattributed and p.state != "done":
+                p = replace(p, reason=f"{p.reason}; {_n_logs(len(ev.unattributed))} nearby could not be "
+                                      f"attributed and may be this unit's: {ev.unattributed[0]}")
             if selected is not None and unit.key not in selected:
                 p = _untouched(p)
             decided[unit.key] = p
     return Plan(experiment=experiment, units=tuple(decided[u.key] for u in units),
-                scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note)
+                scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note,
+                warnings=tuple(str(orphan) for orphan in observation.unattributed))
+
+
+def _n_logs(n: int) -> str:
+    return "1 log" if n == 1 else f"{n} logs"
 
 
 def _untouched(p: PlannedUnit) -> PlannedUnit:
@@ -278,7 +286,11 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
             job = next(j for j in ev.jobs if j.live)
             return _planned(unit, flight.state, "none", f"finishing: log complete; job {job.job_id} still {job.state}", ev)
         score = f" ({log.metric} {log.value:.3f})" if log.value is not None and log.metric else ""
-        return _outdated_or_done(unit, ev, policy, f"done: log complete{score}")
+        return _outdated_or_done(unit, ev, policy, f"done: log complete{score}{_provenance(ev)}")
+
+    if ev.model_missing and not ev.jobs:
+        return _planned(unit, "blocked", "none", "checkpoint_missing: parameters.checkpoint_path "
+                        f"{unit.model_path} does not exist and no unit of the experiment writes it", ev)
 
     live = [j for j in ev.jobs if j.live]
     ckpt_ready = _checkpoint_ready(unit, up, up_ev)
@@ -324,6 +336,15 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
         return _planned(unit, "failed", "resubmit", f"retry: {failure}", ev) \
             if policy.max_attempts > 1 else _planned(unit, "failed", "none", f"failed: {failure}", ev)
     return _retry_or_submit(unit, ev, policy, last, failure)
+
+
+def _provenance(ev: UnitEvidence) -> str:
+    """Which log says done, when that is not obvious: adopted from earlier work, or one of several."""
+    assert ev.log is not None
+    out = f"; adopted by {ev.log_source}" if ev.log_source else ""
+    if ev.complete_logs > 1:
+        out += f"; newest of {ev.complete_logs} complete logs: {ev.log.path.rsplit('/', 1)[-1]}"
+    return out
 
 
 def _eval_failure(ev: UnitEvidence, last: Job | None) -> str:

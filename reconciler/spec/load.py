@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from reconciler.errors import SpecError
 from reconciler.spec.location import SPEC_FILENAME, spec_path  # noqa: F401  (re-exported: callers import them from here)
 from reconciler.spec.models import ExperimentSpec, NAME_RE
-from reconciler.spec.yamlpos import Located, PathKey, format_path, load_yaml
+from reconciler.spec.yamlpos import Located, PathKey, format_path, load_yaml, read_spec_text
 
 Dialect = Literal["v0.2", "v0.3"]
 
@@ -41,7 +41,12 @@ class LoadedSpec:
 
 def load_spec(target: Path, text: str | None = None) -> LoadedSpec:
     path = spec_path(target)
-    located = load_yaml(path, text)
+    if path.suffix.lower() == ".md":
+        from reconciler.spec.markdown import load_markdown
+
+        located = load_markdown(path, read_spec_text(path) if text is None else text)
+    else:
+        located = load_yaml(path, text)
     data = located.data
     if not isinstance(data, dict):
         raise located.error((), "the top level must be a mapping (experiment:, runs:, evaluation: ...)")

@@ -72,7 +72,7 @@ def test_a_whole_experiment_logs_in_the_workflows_format(world: tuple[Desired, F
     after = text(desired, "run-experiment.log")
     assert after.startswith(before)
     added = after[len(before):]
-    assert added.count("\n") == 1 and re.fullmatch(r"\[[^]]+\] STATUS_CHECK: no change; 4 queued\n", added)
+    assert added.count("\n") == 1 and re.fullmatch(r"\[[^]]+\] STATUS_CHECK: no change; 4 queued; jobs: 4 PENDING\n", added)
     assert text(desired, "run-torchtune.log") == torchtune and text(desired, "run-inspect.log") == inspect_log
 
     backend.set("101", RUNNING, started_at=t + 100)
