@@ -18,6 +18,7 @@ from reconciler.report.state_file import (
     LEGACY_STATUS,
     StateFile,
     complete_scopes,
+    settled_scopes,
     effective_states,
     fmt_duration,
     fmt_ts,
@@ -195,7 +196,8 @@ def _asked(result: PassResult) -> str:
     if result.question is None:
         return "scheduler not asked: nothing in flight, nothing left to do"
     ids = len(result.question[1])
-    return f"squeue --me (one query; {_n(ids, 'known job')} followed up in sacct when gone from the queue)"
+    also = f", then sacct for whichever of {_n(ids, 'job')} left the queue" if ids else ""
+    return f"squeue --me: one query for every job of the experiment{also}"
 
 
 def _identify(desired: Desired, result: PassResult, states: dict[str, tuple[str, str | None]],
@@ -453,22 +455,32 @@ def _job_counts(result: PassResult, states: dict[str, tuple[str, str | None]]) -
 
 def _all_complete(desired: Desired, result: PassResult, states: dict[str, tuple[str, str | None]],
                   previous: StateFile | None, now: float, ts: str) -> list[Entry]:
-    """ALL_COMPLETE once per scope, on the pass where every unit of it is done (never for zero units): counts,
-    total time, then each unit with its job id, duration and the paths of its `.eval` log and `slurm-*.out`."""
+    """ALL_COMPLETE once per scope, on the pass where every unit of it is done, or has ended with some failed or
+    blocked (never for zero units): counts, total time, then each unit with its job id, duration and the paths
+    of its `.eval` log and `slurm-*.out`. A scope that ended with failures and later is all done gets another."""
     now_complete = complete_scopes(desired, states, previous, now)
+    now_settled = settled_scopes(desired, states, previous, now)
     before = previous.complete if previous else {}
+    settled_before = previous.settled if previous else {}
     out = []
     what: dict[LogName, tuple[str, str | None]] = {
         "experiment": ("units", None), "finetune": ("fine-tunes", "finetune"), "eval": ("evaluations", "eval")}
     for scope, (noun, kind) in what.items():
-        if scope not in now_complete or scope in before:
+        newly_done = scope in now_complete and scope not in before
+        newly_ended = scope in now_settled and scope not in settled_before
+        if not newly_done and not newly_ended:
             continue
         scoped = [u for u in desired.units if kind is None or u.kind == kind]
         n = len(scoped)
         started = parse_ts(previous.first_seen) if previous else None
         total = fmt_duration(now - started) if started is not None else "-"
-        lines = [("Details", f"All {n} {noun} of {desired.experiment} are done"),
-                 ("Result", f"{n} COMPLETED, 0 FAILED"), ("Duration", total), ("Total time", total)]
+        ended = Counter(states[u.key][0] for u in scoped)
+        done = ended["done"] + ended["outdated"]
+        counts = f"{done} COMPLETED, {ended['failed']} FAILED" + (f", {ended['blocked']} BLOCKED" if ended["blocked"]
+                                                                  else "")
+        details = f"All {n} {noun} of {desired.experiment} are done" if newly_done else \
+            f"All {n} {noun} of {desired.experiment} have ended; {n - done} did not complete"
+        lines = [("Details", details), ("Result", counts), ("Duration", total), ("Total time", total)]
         lines += [(unit_name(u), _unit_report(u, result, states, previous)) for u in scoped]
         logs = sorted({str(u.log_dir) for u in scoped if u.kind == "eval" and u.log_dir is not None})
         if logs:
@@ -488,9 +500,12 @@ def _unit_report(unit: Unit, result: PassResult, states: dict[str, tuple[str, st
     record = previous.units.get(unit.key) if previous else None
     elapsed = job.ended_at - job.started_at if job is not None and job.started_at and job.ended_at else (
         record.elapsed_seconds if record is not None and record.job_id == job_id else None)
-    parts = [f"job {job_id}" if job_id else "no job (adopted from earlier work)" if ev.log_source
-             else "no job known"]
-    parts.append(fmt_duration(elapsed))
+    state = states[unit.key][0]
+    parts = [] if state == "done" else [LEGACY_STATUS.get(state, state.upper())]
+    parts.append(f"job {job_id}" if job_id else "no job (adopted from earlier work)" if ev.log_source
+                 else "no job")
+    if elapsed is not None:
+        parts.append(fmt_duration(elapsed))
     if unit.kind == "eval" and ev.log is not None:
         parts.append(f"log {ev.log.path}")
     if job_id:

@@ -231,7 +231,7 @@ def test_v02_layout_places_scripts_and_checkpoints_where_the_dialect_says(tmp_pa
     reports = {r.unit: r for r in scaffold(desired, user=NO_USER)}
     assert all(r.status == "written" for r in reports.values())
     assert (exp / "exp" / "rank4" / "eval" / "capitalization_epoch2.slurm").is_file()
-    assert (exp / "exp" / "base" / "eval" / "capitalization_base.slurm").is_file()
+    assert (exp / "exp" / "base" / "eval" / "capitalization.slurm").is_file()
     config = yaml.safe_load((exp / "exp" / "rank4" / "finetune.yaml").read_text())
     assert config["checkpointer"]["output_dir"] == str(exp / "out" / "ck-out-rank4")
     assert (exp / "out" / "ck-out-rank4").is_dir()  # the fine-tune's --output directory
