@@ -218,7 +218,7 @@ def _identify(desired: Desired, result: PassResult, states: dict[str, tuple[str,
     for p in done:
         source = result.observation.get(p.key).log_source
         if source:
-            adopted[source.split(" ")[0] if source.startswith("job") else source] += 1
+            adopted[source.rsplit(" ", 1)[0] if source.startswith("job name ") else source] += 1
     details = f"{_n(len(evals), 'evaluation')} in the matrix; {len(done)} already complete"
     if adopted:
         details += " (" + ", ".join(f"{n} adopted by {how}" for how, n in sorted(adopted.items())) + ")"
