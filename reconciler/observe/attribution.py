@@ -16,7 +16,7 @@ Asked in order; the first source that answers decides:
 5. for a run whose task has a single epoch in the matrix (and for control and eval-only runs),
    the task alone.
 
-A log that claims something the experiment does not have (a run, a task, an epoch, a cell), or that
+A log that claims something the experiment does not have (a run, a task, an epoch), or that
 no source attributes although its task has several epochs, is reported, never ignored, and never
 taken as proof of an epoch: its unit is run rather than guessed done. Sources that disagree (a
 checkpoint of another run, a job name of another task) make a log unattributable, not a guess.
@@ -54,7 +54,6 @@ class Where:
 
     run: str
     cell: str | None = None  # the unit key of the per-cell directory
-    stray_cell: str | None = None  # a cell directory the matrix does not have (its name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +201,6 @@ def attribute(log: LogSummary, where: Where, matrix: Matrix, find_job: FindJob |
     meta_epoch = log.epoch if log.epoch is not None else (CONTROL if log.finetuned is False else None)
     if meta_epoch is not None:
         return _settle(matrix, run, task, meta_epoch, METADATA, "its metadata")
-    if where.stray_cell is not None:
-        return Claim(None, problem=f"it is in {where.stray_cell}/logs, a cell the matrix does not have for run "
-                                   f"{run!r}", candidates=matrix.candidates(run, task))
 
     # 3. the checkpoint it evaluated
     said = None

@@ -15,7 +15,6 @@ from reconciler.observe import inputs
 from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence, epoch_inputs
 from reconciler.observe.attribution import OURS, JOB_NAME, Matrix, StdoutIndex, Unattributed, Where, attribute
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
-from reconciler.spec.layout import Layout
 from reconciler.spec.units import Desired, Unit, tag_for
 
 
@@ -118,27 +117,32 @@ def unit_logs(desired: Desired, unit: Unit) -> list[LogSummary]:
 
 def scan_logs(desired: Desired, cache: HeaderCache, files: Files, names: JobNames,
               runs: set[str] | None = None) -> None:
-    """Every eval log under each evaluated run's eval/ directory, attributed to its unit (or reported)."""
+    """Every eval log in each cell's logs/ directory and in each evaluated run's shared eval/logs/ (v0.2, or
+    cruijff_kit before v0.3.2), attributed to its unit (or reported)."""
     layout = desired.layout
     matrix = files.matrix = Matrix(desired)
     stdouts = StdoutIndex()
     claimed: dict[str, list[LogSummary]] = {}
-    cells: dict[str, dict[str, str]] = {}
+    dirs: dict[str, Where] = {}
+    shared = layout.dialect == "v0.2"
     for unit in desired.units:
-        if unit.kind == "eval":
-            assert unit.task is not None
-            cells.setdefault(unit.run, {})[Layout.cell(unit.task, unit.epoch)] = unit.key
-    for run, by_name in cells.items():
-        if runs is not None and run not in runs:
-            continue
-        for log_dir, where in _log_dirs(layout, run, by_name):
-            for log in scan_dir(log_dir, cache):
-                if log.unit is not None and log.unit in matrix.keys:
-                    claimed.setdefault(log.unit, []).append(log)  # the reconciler's own: the usual case
-                    continue
-                _place(log, where, matrix, names, files, claimed,
-                       lambda log=log, log_dir=log_dir, run=run: stdouts.job_of(
-                           log.path, _stdout_places(desired, run, Path(log_dir))))
+        if unit.kind == "eval" and (runs is None or unit.run in runs):
+            assert unit.log_dir is not None
+            log_dir = str(unit.log_dir)
+            if log_dir not in dirs:
+                dirs[log_dir] = Where(unit.run) if shared else Where(unit.run, cell=unit.key)
+    if not shared:
+        for run in dict.fromkeys(where.run for where in dirs.values()):
+            dirs[str(layout.eval_dir(run) / "logs")] = Where(run)
+    keys = matrix.keys
+    for log_dir, where in dirs.items():
+        for log in scan_dir(log_dir, cache):
+            if log.unit is not None and log.unit in keys:
+                claimed.setdefault(log.unit, []).append(log)  # the reconciler's own: the usual case
+                continue
+            _place(log, where, matrix, names, files, claimed,
+                   lambda log=log, log_dir=log_dir, run=where.run: stdouts.job_of(
+                       log.path, _stdout_places(desired, run, Path(log_dir))))
     files.units.update({key: ((), logs) for key, logs in claimed.items()})
 
 
@@ -178,30 +182,6 @@ def settle(files: Files, names: JobNames) -> Files:
         epochs, before = files.units.get(key, ((), []))
         files.units[key] = (epochs, [*before, *logs])
     return files
-
-
-def _log_dirs(layout: Layout, run: str, cells: dict[str, str]) -> list[tuple[str, Where]]:
-    """The run's shared eval/logs/, each known cell's logs/, and the logs/ of cell directories the matrix
-    does not have (their logs are reported). Listed, so a directory added later changes what is noted."""
-    eval_dir = layout.eval_dir(run)
-    inputs.note_path(eval_dir)
-    try:
-        entries = sorted(os.scandir(eval_dir), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    out = []
-    for entry in entries:
-        name = entry.name
-        if name.startswith(".") or name.endswith("_model") or not entry.is_dir():
-            continue
-        path = os.path.join(entry.path, "logs")
-        if name == "logs":
-            out.append((entry.path, Where(run)))
-        elif name in cells:
-            out.append((path, Where(run, cell=cells[name])))
-        elif ".replaced-" not in name:
-            out.append((path, Where(run, stray_cell=name)))
-    return out
 
 
 def _stdout_places(desired: Desired, run: str, log_dir: Path) -> list[tuple[Path, int | None]]:
