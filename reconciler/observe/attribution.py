@@ -96,6 +96,7 @@ class Matrix:
                 tasks[unit.task] = (*tasks.get(unit.task, ()), CONTROL if unit.epoch is None else unit.epoch)
         self.vis_labels = {(e.run, t): e.vis_label for e in spec.evaluation.matrix for t in e.tasks if e.vis_label}
         base = {m.name: _norm(str(desired.loaded.resolve(m.path))) for m in spec.models.base}
+        self.base_paths = set(base.values())
         self.model_paths = {r.name: base[r.model] for r in spec.runs if r.type == "control"}
         for r in spec.runs:
             if r.type == "eval-only":
@@ -133,8 +134,8 @@ class Matrix:
         """(run, epoch) a model path names: a fine-tune's epoch_N (run None when the layout's pattern does not
         place it), or this run's base model / given checkpoint (epoch CONTROL); (None, None): says nothing."""
         text = _norm(path)
-        if self.model_paths.get(run) == text:
-            return run, CONTROL
+        if self.model_paths.get(run) == text or text in self.base_paths:
+            return run, CONTROL  # (a base model evaluated in a fine-tuned run's directory: said, then refused)
         match = self.checkpoint_re.search(text)
         if match:
             return match.group("run"), int(match.group("epoch"))

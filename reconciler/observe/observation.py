@@ -93,19 +93,17 @@ def observe_files(desired: Desired, cache: HeaderCache, job_names: JobNames | No
     files = Files(units=out)
     scan_logs(desired, cache, files, job_names or JobNames(None))
     missing = set()
+    given = {r.name for r in desired.loaded.spec.runs if r.type == "eval-only"}
     for unit in desired.units:
         if unit.kind == "eval":
             out.setdefault(unit.key, ((), []))
-            if unit.model_path is not None and not unit.depends_on and _given_checkpoint(desired, unit.run):
+            # An eval-only run's checkpoint_path that no unit of the experiment writes must be there already.
+            if unit.run in given and not unit.depends_on and unit.model_path is not None:
                 inputs.note_path(unit.model_path)
                 if not os.path.exists(unit.model_path):
                     missing.add(unit.key)
     files.missing_models = frozenset(missing)
     return files
-
-
-def _given_checkpoint(desired: Desired, run: str) -> bool:
-    return next(r.type for r in desired.loaded.spec.runs if r.name == run) == "eval-only"
 
 
 def unit_logs(desired: Desired, unit: Unit) -> list[LogSummary]:

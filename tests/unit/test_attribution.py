@@ -87,6 +87,9 @@ def test_checkpoint_paths_under_another_mount_and_of_another_run(matrix: Matrix)
     claim = attribute(log(model_path="/scratch/ck-outputs/e/ck-out-r8/epoch_2"), SHARED, matrix)
     assert claim.key is None and "a checkpoint of run 'r8', but sits in run 'r4'" in claim.problem
     assert attribute(log(model_path="/elsewhere/tiny"), Where("base"), matrix).key == "eval/base/cap/base"
+    # The base model evaluated in a fine-tuned run's directory is no epoch of that run.
+    claim = attribute(log(model_path="/models/tiny"), Where("r8"), matrix)
+    assert claim.key is None and "says no epoch (a base or given model)" in claim.problem
 
 
 def test_the_workflows_model_name(matrix: Matrix) -> None:

@@ -75,7 +75,7 @@ def line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), start=1) if needle in line)
 
 
-@pytest.mark.parametrize("case", ["type", "no-plan", "no-epochs", "model", "no-runs-table", "title"])
+@pytest.mark.parametrize("case", ["type", "no-plan", "no-epochs", "model", "no-runs-table", "title", "task-column"])
 def test_what_cannot_be_mapped_is_one_located_error(tmp_path: Path, case: str) -> None:
     text = LEGACY.read_text()
     if case == "type":
@@ -101,6 +101,11 @@ def test_what_cannot_be_mapped_is_one_located_error(tmp_path: Path, case: str) -
         text = text[:start] + text[end:]
         where, field, message = line_of(text, "## All Runs"), "runs", 'no "All Runs" table'
         col = None
+    elif case == "task-column":
+        text = text.replace("| Run Name | capitalization | Notes |", "| Run Name | capitalisation | Notes |")
+        where, field, message = line_of(text, "| Run Name | capitalisation"), "evaluation.matrix", \
+            "column 'capitalisation' is not a task of the Evaluation Tasks table"
+        col = text.splitlines()[where - 1].index("capitalisation") + 1
     else:
         text = text.replace("# cap_rank_sweep", "# Capitalization rank sweep")
         where, field, message = 1, "experiment.name", "not a safe name"
