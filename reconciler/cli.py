@@ -335,6 +335,8 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
     progress = Progress(sys.stdout, desired, note)
     with experiment_lock(desired.layout.state_dir, wait_seconds):
+        reported: set[str] = set()
+
         def one() -> PassResult:
             nonlocal desired
             # Re-read the spec each pass in watch mode: edits take effect, broken edits stop the watch.
@@ -346,6 +348,10 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
                               act=True, options=options, prepare=prepare_unit)
             for warning in record_pass(desired, result).warnings:
                 click.echo(f"warning: {warning}", err=True)
+            for orphan in result.observation.unattributed:
+                if orphan.path not in reported:  # each once per command, not every pass of a watch
+                    reported.add(orphan.path)
+                    click.echo(f"warning: {orphan}", err=True)
             return result
         try:
             if watch_:

@@ -252,3 +252,16 @@ def test_the_manifest_matches_the_fixture(exp: str) -> None:
 
 def adopt_plan(desired: Desired) -> set[str]:
     return {p.key for p in run_pass(desired, RecordedSlurm(), Policy(), act=False).plan.units if p.state == "done"}
+
+
+def test_apply_warns_once_about_each_unattributed_log(tmp_path: Path) -> None:
+    root = scratch(tmp_path)
+    exp = root / V02
+    env = {"RECONCILER_CONFIG": str(tmp_path / "none.yaml")}
+    args = ["apply", str(exp), "--backend", "local", "--target", "eval/rank4/capitalization/epoch0"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "not attributed to any unit" in line]
+    assert len(lines) == 3 and any("lowercase-rank8" in line for line in lines), result.stderr
+    journal = (exp / ".reconciler" / "journal.jsonl")
+    assert not journal.exists() or '"submitted"' not in journal.read_text()
