@@ -255,10 +255,10 @@ def observe(
     now = time.time()
     if files is None:
         files = settle(observe_files(desired, cache), JobNames(None))
-    notes: dict[str, list[str]] = {}
+    notes: dict[str, tuple[str, ...]] = {}
     for orphan in files.unattributed:
         for key in orphan.candidates:
-            notes.setdefault(key, []).append(f"{os.path.basename(orphan.path)} ({orphan.problem})")
+            notes[key] = (*notes.get(key, ()), f"{os.path.basename(orphan.path)} ({orphan.problem})")
     sources, missing_models = files.sources, files.missing_models
     by_tag: dict[str, list[Job]] = {}
     if snapshot is not None:
@@ -304,10 +304,10 @@ def observe(
             jobs=ordered, attempts=attempts, open_intent=history is not None and history.open_intent, epochs=epochs,
             log=log, logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp,
             oom_in_stdout=oom, submit_error=refused[-1] if refused else None,
-            log_source=sources.get(log.path) if log is not None and sources else None,
+            log_source=sources.get(log.path) if sources and log is not None else None,
             complete_logs=sum(1 for x in logs if x.state == "complete") if len(logs) > 1 else int(
                 log is not None and log.state == "complete"),
-            unattributed=tuple(notes.get(key, ())), model_missing=key in missing_models,
+            unattributed=notes.get(key, ()) if notes else (), model_missing=key in missing_models,
         )
     read_at = {"files": now, "journal": now}
     if snapshot is not None:
