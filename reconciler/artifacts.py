@@ -6,8 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from reconciler.observe.evallogs import HeaderCache, scan_dir
-from reconciler.observe.observation import logs_for
+from reconciler.observe.observation import unit_logs
 from reconciler.spec.units import Desired, Unit
 
 
@@ -21,14 +20,14 @@ def move_aside(desired: Desired, unit: Unit, now: float | None = None) -> list[t
             moved.append(_rename(out, out.with_name(f"{out.name}.replaced-{stamp}")))
         return moved
     assert unit.log_dir is not None
-    if desired.layout.dialect != "v0.2":
-        if unit.log_dir.exists():
-            moved.append(_rename(unit.log_dir, unit.log_dir.with_name(f"{unit.log_dir.name}.replaced-{stamp}")))
-        return moved
-    # v0.2: one log directory per run; move only this cell's logs.
-    target = unit.log_dir / f"replaced-{stamp}"
-    for log in logs_for(unit, scan_dir(unit.log_dir, HeaderCache(None)), "v0.2"):
-        src = Path(log.path)
+    logs = [Path(log.path) for log in unit_logs(desired, unit)]
+    if desired.layout.dialect != "v0.2" and unit.log_dir.exists():
+        moved.append(_rename(unit.log_dir, unit.log_dir.with_name(f"{unit.log_dir.name}.replaced-{stamp}")))
+    # A shared log directory (v0.2's, or earlier work adopted from one): move only this cell's logs.
+    for src in logs:
+        if src.parent == unit.log_dir and desired.layout.dialect != "v0.2":
+            continue  # moved with its directory
+        target = src.parent / f"replaced-{stamp}"
         target.mkdir(parents=True, exist_ok=True)
         moved.append(_rename(src, target / src.name))
     return moved

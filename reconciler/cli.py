@@ -121,7 +121,10 @@ def _scheduler(desired: Desired, backend: str, offline: bool) -> Backend | None:
     return None if offline else make_backend(backend, desired.layout.state_dir)[0]
 
 
-def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = ()) -> Policy:
+def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = (),
+            stage: str | None = None, targets: tuple[str, ...] = ()) -> Policy:
+    from reconciler.selection import select_units
+
     keys = {k for item in replace for k in item.split(",") if k and k != "outdated"}
     unknown = keys - set(desired.by_key())
     if unknown:
@@ -131,7 +134,15 @@ def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...]
         max_attempts=max_attempts or desired.loaded.spec.reconciler.max_attempts,
         replace=frozenset(keys),
         replace_outdated=any("outdated" in item.split(",") for item in replace),
+        selected=select_units(desired.units, stage, targets),
     )
+
+
+STAGE = click.option("--stage", type=click.Choice(["finetune", "eval"]), default=None,
+                     help="Act only on this stage's units (the rest are reported, untouched).")
+TARGET = click.option("--target", "targets", multiple=True, metavar="PATTERN",
+                      help="Act only on these units (keys or globs, e.g. 'eval/rank4/*'; repeatable) and "
+                           "what they depend on, as Terraform's -target.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES["main"])
@@ -187,15 +198,17 @@ def validate(exp: Path, max_errors: int | None) -> None:
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=None,
               help="Submissions per unit, as apply would use (default: the spec's reconciler.max_attempts, else 3).")
 @click.option("--replace", multiple=True, help="Unit keys to re-run, or 'outdated'.")
+@STAGE
+@TARGET
 @handle_errors
 def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bool, max_attempts: int | None,
-         replace: tuple[str, ...]) -> None:
+         replace: tuple[str, ...], stage: str | None, targets: tuple[str, ...]) -> None:
     """Show what apply would do, changing nothing."""
     one_shot_command()
     try:
         the_plan, desired = pass_memo.plan_pass(
-            exp, (backend, max_attempts, replace),
-            policy_for=lambda d: _policy(d, max_attempts, replace),
+            exp, (backend, max_attempts, replace, stage, targets),
+            policy_for=lambda d: _policy(d, max_attempts, replace, stage, targets),
             backend_for=None if offline else (lambda state_dir: make_backend(backend, state_dir)[0]))
         for warning in the_plan.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -343,11 +356,14 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
               help="Cap on live jobs of this experiment (SLURM default 25, like a QoS MaxSubmitJobs).")
 @click.option("--replace", multiple=True, help="Re-run these unit keys (comma-separated), or 'outdated'.")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
+@STAGE
+@TARGET
 @handle_errors
 def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_attempts: int | None,
-          max_submit: int | None, replace: tuple[str, ...], wait_seconds: float) -> None:
+          max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None,
+          targets: tuple[str, ...]) -> None:
     """Submit what is missing (one pass; --watch repeats until converged)."""
-    _apply(exp, backend, watch_, interval, max_attempts, max_submit, replace, wait_seconds)
+    _apply(exp, backend, watch_, interval, max_attempts, max_submit, replace, wait_seconds, stage, targets)
 
 
 @main.command(name="watch", epilog=EXAMPLES["watch"])
@@ -362,15 +378,18 @@ def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_att
 @click.option("--max-submit", type=click.IntRange(1), default=None,
               help="Cap on live jobs of this experiment (SLURM default 25, like a QoS MaxSubmitJobs).")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=0.0, help=WAIT_HELP)
+@STAGE
+@TARGET
 @handle_errors
 def watch_cmd(exp: Path, backend: str, interval: float | None, max_attempts: int | None, max_submit: int | None,
-              wait_seconds: float) -> None:
+              wait_seconds: float, stage: str | None, targets: tuple[str, ...]) -> None:
     """Same as `apply --watch`."""
-    _apply(exp, backend, True, interval, max_attempts, max_submit, (), wait_seconds)
+    _apply(exp, backend, True, interval, max_attempts, max_submit, (), wait_seconds, stage, targets)
 
 
 def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, max_attempts: int | None,
-           max_submit: int | None, replace: tuple[str, ...], wait_seconds: float) -> None:
+           max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None = None,
+           targets: tuple[str, ...] = ()) -> None:
     from reconciler.apply import ApplyOptions
     from reconciler.loop import exit_code_for, load_desired, run_pass, watch, watch_pass
     from reconciler.operations import prepare_unit
@@ -380,7 +399,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     desired = load_desired(exp)
     _warn(desired)
     _preflight(desired, environment=True)
-    policy = _policy(desired, max_attempts, replace)
+    policy = _policy(desired, max_attempts, replace, stage, targets)
     backend, note = make_backend(backend_name, desired.layout.state_dir)
     caps = backend.capabilities
     if interval is None:
@@ -394,16 +413,23 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
     progress = Progress(sys.stdout, desired, note)
     with experiment_lock(desired.layout.state_dir, wait_seconds):
+        reported: set[str] = set()
+
         def one() -> PassResult:
             nonlocal desired
             # Re-read the spec each pass in watch mode: edits take effect, broken edits stop the watch.
             desired = load_desired(exp) if watch_ else desired
             # A watch's pass that would repeat the last one (nothing it read has changed) is not run again.
             one_pass = watch_pass if watch_ else run_pass
-            result = one_pass(desired, backend, _policy(desired, max_attempts, replace) if watch_ else policy,
+            result = one_pass(desired, backend,
+                              _policy(desired, max_attempts, replace, stage, targets) if watch_ else policy,
                               act=True, options=options, prepare=prepare_unit)
             for warning in record_pass(desired, result).warnings:
                 click.echo(f"warning: {warning}", err=True)
+            for orphan in result.observation.unattributed:
+                if orphan.path not in reported:  # each once per command, not every pass of a watch
+                    reported.add(orphan.path)
+                    click.echo(f"warning: {orphan}", err=True)
             return result
         try:
             if watch_:

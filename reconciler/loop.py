@@ -16,7 +16,14 @@ from reconciler.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
 from reconciler.observe import inputs
 from reconciler.observe.evallogs import HeaderCache
-from reconciler.observe.observation import Observation, all_done_on_disk, observe, observe_files
+from reconciler.observe.observation import (
+    JobNames,
+    Observation,
+    all_done_on_disk,
+    observe,
+    observe_files,
+    settle,
+)
 from reconciler.plan import Plan, PlannedUnit, Policy, plan
 from reconciler.plan_notes import annotate
 from reconciler.spec.load import load_spec
@@ -24,6 +31,7 @@ from reconciler.spec.location import spec_path, spec_text
 from reconciler.spec.units import Desired, Unit, expand, tag_prefix
 
 HEADER_CACHE = "eval-headers.json"
+JOB_NAMES = "job-names.json"
 
 
 @dataclass
@@ -70,14 +78,21 @@ def load_desired(target: Path) -> Desired:
 
 
 def scheduler_question(desired: Desired, backend: Backend | None, view: JournalView,
-                       files_done: bool) -> Question | None:
-    """What one batched scheduler query asks (tag prefix, in-flight job ids); None: no need to ask."""
+                       files_done: bool, names_wanted: tuple[str, ...] = ()) -> Question | None:
+    """What one batched scheduler query asks (tag prefix, in-flight job ids, and the jobs whose names would
+    attribute eval logs nobody tagged); None: no need to ask."""
     if backend is None:
         return None
     in_flight = view.in_flight_ids()
-    if files_done and not in_flight:
+    if files_done and not in_flight and not names_wanted:
         return None
-    return tag_prefix(desired.experiment), tuple(sorted(in_flight))
+    return tag_prefix(desired.experiment), tuple(sorted(in_flight | set(names_wanted)))
+
+
+def asks_job_names(backend: Backend | None) -> bool:
+    """Job ids read from `slurm-{id}.out` files are SLURM's: only SLURM can name them (a local job id is
+    another numbering)."""
+    return backend is not None and getattr(getattr(backend, "capabilities", None), "name", "") == "slurm"
 
 
 @without_gc
@@ -96,12 +111,19 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
     inputs.note_path(journal.path)
     view = journal.read()
     cache = HeaderCache(state_dir / HEADER_CACHE if state_dir.is_dir() else None)
-    files = observe_files(desired, cache)
-    question = scheduler_question(desired, backend, view, all_done_on_disk(files))
+    names = JobNames(state_dir / JOB_NAMES if state_dir.is_dir() else None)
+    files = observe_files(desired, cache, names)
+    wanted = files.job_ids_to_ask() if files.waiting and asks_job_names(backend) else ()
+    if not wanted:
+        files = settle(files, names)
+    question = scheduler_question(desired, backend, view, all_done_on_disk(files), wanted)
     if answered is not None and answered[0] == question:
         snapshot, note = answered[1], answered[2]
     else:
         snapshot, note = ask(backend, question)
+    if wanted:
+        names.learn(wanted, snapshot)
+        files = settle(files, names)
     events: list[Event] = []
     if act and snapshot is not None:
         events = record_observed(journal, view, snapshot, desired)
@@ -110,7 +132,7 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
     observation = observe(desired, view, snapshot, cache, scheduler_note=note, files=files)
     the_plan = plan(desired.units, observation, policy, experiment=desired.experiment)
     the_plan = Plan(experiment=the_plan.experiment, units=the_plan.units, scheduler_known=the_plan.scheduler_known,
-                    scheduler_note=the_plan.scheduler_note, warnings=desired.loaded.warnings)
+                    scheduler_note=the_plan.scheduler_note, warnings=desired.loaded.warnings + the_plan.warnings)
     if the_plan.has_changes:
         the_plan = annotate(the_plan, desired, view)
     applied = None
@@ -119,6 +141,9 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
         events.extend(applied.events)
     if act or state_dir.is_dir():
         cache.save()
+        if names.path is None and state_dir.is_dir():
+            names.path = state_dir / JOB_NAMES  # the first pass of an apply made the directory
+        names.save()
     return PassResult(plan=the_plan, observation=observation, applied=applied, elapsed=time.monotonic() - started,
                       events=events, question=question, snapshot=snapshot)
 

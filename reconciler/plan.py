@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from reconciler.backends.base import (
@@ -35,6 +35,9 @@ class Policy:
     max_attempts: int = 3
     replace: frozenset[str] = frozenset()  # unit keys to re-run although done
     replace_outdated: bool = False
+    # `--stage` / `--target`: the only units acted on (None: all). The rest are planned and
+    # reported as usual, but marked untouched and given no action.
+    selected: frozenset[str] | None = None
 
 
 # Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 4x the
@@ -59,6 +62,8 @@ class PlannedUnit:
     after: tuple[str, ...] = ()
     # cancel: the job ids to cancel; release: the job to release.
     job_ids: tuple[str, ...] = ()
+    # Not selected by --stage/--target (or waiting on a unit that is not): reported, never acted on.
+    untouched: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,9 +86,11 @@ class Plan:
 
     @property
     def converged(self) -> bool:
-        """Nothing left to do and nothing in flight (unknown units are not converged)."""
+        """Nothing left to do and nothing in flight (unknown units are not converged); units left
+        untouched by --stage/--target do not count, unless a job of theirs is in flight."""
         return not self.has_changes and all(
-            u.state in ("done", "failed", "blocked", "outdated") for u in self.units
+            u.state in ("done", "failed", "blocked", "outdated") or (u.untouched and u.state not in IN_FLIGHT)
+            for u in self.units
         )
 
     def summary_line(self) -> str:
@@ -92,9 +99,11 @@ class Plan:
         unknown = f", {s['unknown']} unknown" if s["unknown"] else ""
         failed = f", {s['failed']} failed" if s["failed"] else ""
         outdated = f", {s['outdated']} outdated" if s["outdated"] else ""
+        untouched = sum(1 for u in self.units if u.untouched)
+        left = f"; {untouched} untouched (not selected)" if untouched else ""
         return (f"Plan: {a['submit']} to submit, {a['resubmit']} to resubmit, {a['cancel']} to cancel{release}; "
                 f"{s['done']} done, {s['queued'] + s['running']} in flight, {s['blocked']} blocked"
-                f"{failed}{outdated}{unknown}")
+                f"{failed}{outdated}{unknown}{left}")
 
 
 def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy: Policy,
@@ -103,16 +112,42 @@ def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy:
     decided: dict[str, PlannedUnit] = {}
     evidence = observation.get
     scheduler_known = observation.scheduler_known
+    selected = policy.selected
+    held: set[str] = set()  # not selected, though they would act: what waits on them waits
     for unit in units:
         if unit.kind == "finetune":
-            decided[unit.key] = _plan_finetune(unit, evidence(unit.key), scheduler_known, policy)
+            p = _plan_finetune(unit, evidence(unit.key), scheduler_known, policy)
+            if selected is not None and unit.key not in selected:
+                if p.action in SUBMITTING:
+                    held.add(unit.key)
+                p = _untouched(p)
+            decided[unit.key] = p
     for unit in units:
         if unit.kind == "eval":
             up = _first_decided(unit.depends_on, decided)
             up_ev = evidence(unit.depends_on[0]) if unit.depends_on else None
-            decided[unit.key] = _plan_eval(unit, evidence(unit.key), scheduler_known, policy, up, up_ev)
+            ev = evidence(unit.key)
+            p = _plan_eval(unit, ev, scheduler_known, policy, up, up_ev, up_held=up is not None and up.key in held)
+            if ev.unattributed and p.state != "done":
+                p = replace(p, reason=f"{p.reason}; {_n_logs(len(ev.unattributed))} nearby could not be "
+                                      f"attributed and may be this unit's: {ev.unattributed[0]}")
+            if selected is not None and unit.key not in selected:
+                p = _untouched(p)
+            decided[unit.key] = p
     return Plan(experiment=experiment, units=tuple(decided[u.key] for u in units),
-                scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note)
+                scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note,
+                warnings=tuple(str(orphan) for orphan in observation.unattributed))
+
+
+def _n_logs(n: int) -> str:
+    return "1 log" if n == 1 else f"{n} logs"
+
+
+def _untouched(p: PlannedUnit) -> PlannedUnit:
+    """A unit --stage/--target did not select: what it would do is said, nothing is done."""
+    would = f"would {p.action}: " if p.action not in ("none", "wait") else ""
+    return replace(p, action="none", untouched=True, reason=f"not selected: {would}{p.reason}",
+                   after=(), job_ids=())
 
 
 def _first_decided(keys: tuple[str, ...], decided: dict[str, PlannedUnit]) -> PlannedUnit | None:
@@ -245,7 +280,7 @@ def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | N
 
 
 def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Policy,
-               up: PlannedUnit | None, up_ev: UnitEvidence | None) -> PlannedUnit:
+               up: PlannedUnit | None, up_ev: UnitEvidence | None, up_held: bool = False) -> PlannedUnit:
     log = ev.log
     upstream_replacing = up is not None and up.action in SUBMITTING
     if log is not None and log.state == "complete" and not upstream_replacing:
@@ -258,7 +293,11 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
             job = next(j for j in ev.jobs if j.live)
             return _planned(unit, flight.state, "none", f"finishing: log complete; job {job.job_id} still {job.state}", ev)
         score = f" ({log.metric} {log.value:.3f})" if log.value is not None and log.metric else ""
-        return _outdated_or_done(unit, ev, policy, f"done: log complete{score}")
+        return _outdated_or_done(unit, ev, policy, f"done: log complete{score}{_provenance(ev)}")
+
+    if ev.model_missing and not ev.jobs:
+        return _planned(unit, "blocked", "none", "checkpoint_missing: parameters.checkpoint_path "
+                        f"{unit.model_path} does not exist and no unit of the experiment writes it", ev)
 
     live = [j for j in ev.jobs if j.live]
     ckpt_ready = _checkpoint_ready(unit, up, up_ev)
@@ -286,6 +325,9 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
     last = ev.jobs[-1] if ev.jobs else None
     failure = _eval_failure(ev, last)
     if up is not None:
+        if up_held and not ckpt_ready:
+            return _planned(unit, "waiting", "wait", f"waiting: {up.key} is not selected (--stage/--target) and "
+                            f"checkpoint epoch_{unit.needs_epoch} is not complete", ev, untouched=True)
         # A non-final checkpoint left complete by a fine-tune that failed for good is still evaluated.
         if up.state in ("failed", "blocked") and up.action == "none" and not ckpt_ready:
             return _planned(unit, "blocked", "none", f"blocked: {up.key} failed for good", ev)
@@ -301,6 +343,15 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
         return _planned(unit, "failed", "resubmit", f"retry: {failure}", ev) \
             if policy.max_attempts > 1 else _planned(unit, "failed", "none", f"failed: {failure}", ev)
     return _retry_or_submit(unit, ev, policy, last, failure)
+
+
+def _provenance(ev: UnitEvidence) -> str:
+    """Which log says done, when that is not obvious: adopted from earlier work, or one of several."""
+    assert ev.log is not None
+    out = f"; adopted by {ev.log_source}" if ev.log_source else ""
+    if ev.complete_logs > 1:
+        out += f"; newest of {ev.complete_logs} complete logs: {ev.log.path.rsplit('/', 1)[-1]}"
+    return out
 
 
 def _eval_failure(ev: UnitEvidence, last: Job | None) -> str:

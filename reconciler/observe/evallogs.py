@@ -40,6 +40,12 @@ class LogSummary:
     value: float | None = None
     error: str | None = None
     mtime: float = 0.0
+    # What attributes a log nobody tagged (see attribution.py): the model it loaded and how it was named.
+    model: str = ""  # --model, e.g. the workflows' hf/{run}_epoch_{N}
+    model_path: str | None = None  # -M model_path=...
+    checkpoint: str | None = None  # the reconciler's --metadata checkpoint=<epoch dir>
+    finetuned: bool | None = None  # cruijff_kit's --metadata is_finetuned (v0.2: finetuned)
+    vis_label: str | None = None  # -T vis_label=... (cruijff_kit's tasks name themselves {task}_{vis_label})
 
 
 def classify(header: dict[str, Any], path: str, mtime: float) -> LogSummary:
@@ -61,13 +67,29 @@ def classify(header: dict[str, Any], path: str, mtime: float) -> LogSummary:
     metric, value = _headline(results)
     epoch = meta.get("epoch")
     error = (header.get("error") or {}).get("message") if header.get("error") else None
+    model_args = ev.get("model_args") or {}
+    task_args = ev.get("task_args") or {}
+    finetuned = meta.get("is_finetuned", meta.get("finetuned"))
     return LogSummary(
         path=path, state=state, status=status, task=str(ev.get("task", "")), created=str(ev.get("created", "")),
-        run=_str_or_none(meta.get("run")), epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+        run=_str_or_none(meta.get("run")), epoch=_epoch(epoch),
         unit=_str_or_none(meta.get("reconciler_unit")), fingerprint=_fingerprint(meta.get("reconciler_fingerprint")),
         completed=completed, total=total, metric=metric, value=value,
         error=error.splitlines()[0][:300] if error else None, mtime=mtime,
+        model=str(ev.get("model") or ""), model_path=_str_or_none(model_args.get("model_path")),
+        checkpoint=_str_or_none(meta.get("checkpoint")),
+        finetuned=finetuned if isinstance(finetuned, bool) else None,
+        vis_label=_str_or_none(task_args.get("vis_label")),
     )
+
+
+def _epoch(value: Any) -> int | None:
+    """An epoch from --metadata: inspect YAML-parses it, so `epoch=0` is 0; a quoted "0" is taken too."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def _fingerprint(value: Any) -> str | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from reconciler.backends.base import GONE, UNKNOWN, Job, Snapshot
 from reconciler.journal import JournalView
 from reconciler.observe import inputs
 from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence, epoch_inputs
+from reconciler.observe.attribution import OURS, JOB_NAME, Matrix, StdoutIndex, Unattributed, Where, attribute
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
 from reconciler.spec.units import Desired, Unit, tag_for
 
@@ -26,6 +30,12 @@ class UnitEvidence:
     script_fingerprint: str | None = None  # from the rendered script's header, when read
     oom_in_stdout: bool = False  # the last failed job printed a CUDA out-of-memory error
     submit_error: str | None = None  # the last refusal of a submission under this fingerprint
+    # eval: how the speaking log was attributed when the reconciler did not write it (adopted work)
+    log_source: str | None = None
+    complete_logs: int = 0  # eval: how many complete logs claim the unit (the newest wins)
+    # eval: logs nearby that no source attributes and that may be this unit's (reported, never guessed)
+    unattributed: tuple[str, ...] = ()
+    model_missing: bool = False  # eval-only: its checkpoint_path does not exist
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,7 @@ class Observation:
     scheduler_known: bool
     scheduler_note: str = ""  # why it is unknown, for reports
     read_at: dict[str, float] = field(default_factory=dict)
+    unattributed: tuple[Unattributed, ...] = ()  # eval logs no source attributes to a unit
 
     def get(self, key: str) -> UnitEvidence:
         return self.units.get(key) or UnitEvidence()
@@ -42,13 +53,30 @@ class Observation:
 FileEvidence = dict[str, tuple[tuple[EpochEvidence, ...], list[LogSummary]]]
 
 
-def observe_files(desired: Desired, cache: HeaderCache) -> FileEvidence:
-    """The file side only: checkpoint epochs of fine-tunes, eval logs of evals."""
+@dataclass
+class Files:
+    """What the files say: per unit, checkpoint epochs (fine-tunes) or the eval logs attributed to it.
+
+    `waiting`: logs whose unit only their job's name can tell, by job id: ask the scheduler, then
+    `settle`. `sources`: how each log not written by the reconciler was attributed. `missing_models`:
+    eval-only units whose checkpoint_path does not exist (and that no unit of the experiment produces).
+    """
+
+    units: FileEvidence
+    sources: dict[str, str] = field(default_factory=dict)
+    unattributed: list[Unattributed] = field(default_factory=list)
+    waiting: dict[str, list[tuple[LogSummary, Where]]] = field(default_factory=dict)
+    missing_models: frozenset[str] = frozenset()
+    matrix: Matrix | None = None
+
+    def job_ids_to_ask(self) -> tuple[str, ...]:
+        return tuple(sorted(self.waiting, key=lambda j: (len(j), j)))
+
+
+def observe_files(desired: Desired, cache: HeaderCache, job_names: JobNames | None = None) -> Files:
+    """The file side only: checkpoint epochs of fine-tunes, eval logs of evals (attributed: attribution.py)."""
     out: FileEvidence = {}
     layout = desired.layout
-    dialect = layout.dialect
-    # Keyed by the path string: hashing a Path is a Python call, and v0.2 cells share one directory.
-    dir_logs: dict[str, list[LogSummary]] = {}
     recording = inputs.active()
     for unit in desired.units:
         if unit.kind == "finetune":
@@ -62,28 +90,156 @@ def observe_files(desired: Desired, cache: HeaderCache) -> FileEvidence:
                 for i, n in enumerate(unit.epochs)
             )
             out[unit.key] = (evidence, [])
-        else:
+    files = Files(units=out)
+    scan_logs(desired, cache, files, job_names or JobNames(None))
+    missing = set()
+    given = {r.name for r in desired.loaded.spec.runs if r.type == "eval-only"}
+    for unit in desired.units:
+        if unit.kind == "eval":
+            out.setdefault(unit.key, ((), []))
+            # An eval-only run's checkpoint_path that no unit of the experiment writes must be there already.
+            if unit.run in given and not unit.depends_on and unit.model_path is not None:
+                inputs.note_path(unit.model_path)
+                if not os.path.exists(unit.model_path):
+                    missing.add(unit.key)
+    files.missing_models = frozenset(missing)
+    return files
+
+
+def unit_logs(desired: Desired, unit: Unit) -> list[LogSummary]:
+    """The logs attributed to one unit, read afresh (without asking the scheduler for job names)."""
+    files = Files(units={})
+    scan_logs(desired, HeaderCache(None), files, JobNames(None), runs={unit.run})
+    return settle(files, JobNames(None)).units.get(unit.key, ((), []))[1]
+
+
+def scan_logs(desired: Desired, cache: HeaderCache, files: Files, names: JobNames,
+              runs: set[str] | None = None) -> None:
+    """Every eval log in each cell's logs/ directory and in each evaluated run's shared eval/logs/ (v0.2, or
+    cruijff_kit before v0.3.2), attributed to its unit (or reported)."""
+    layout = desired.layout
+    matrix = files.matrix = Matrix(desired)
+    stdouts = StdoutIndex()
+    claimed: dict[str, list[LogSummary]] = {}
+    dirs: dict[str, Where] = {}
+    shared = layout.dialect == "v0.2"
+    for unit in desired.units:
+        if unit.kind == "eval" and (runs is None or unit.run in runs):
             assert unit.log_dir is not None
             log_dir = str(unit.log_dir)
-            logs = dir_logs.get(log_dir)
-            if logs is None:
-                logs = dir_logs[log_dir] = scan_dir(log_dir, cache)
-            out[unit.key] = ((), logs_for(unit, logs, dialect))
-    return out
+            if log_dir not in dirs:
+                dirs[log_dir] = Where(unit.run) if shared else Where(unit.run, cell=unit.key)
+    if not shared:
+        for run in dict.fromkeys(where.run for where in dirs.values()):
+            dirs[str(layout.eval_dir(run) / "logs")] = Where(run)
+    keys = matrix.keys
+    for log_dir, where in dirs.items():
+        for log in scan_dir(log_dir, cache):
+            if log.unit is not None and log.unit in keys:
+                claimed.setdefault(log.unit, []).append(log)  # the reconciler's own: the usual case
+                continue
+            _place(log, where, matrix, names, files, claimed,
+                   lambda log=log, log_dir=log_dir, run=where.run: stdouts.job_of(
+                       log.path, _stdout_places(desired, run, Path(log_dir))))
+    files.units.update({key: ((), logs) for key, logs in claimed.items()})
 
 
-def logs_for(unit: Unit, logs: list[LogSummary], dialect: str) -> list[LogSummary]:
-    if dialect != "v0.2":
-        return logs  # one directory per cell: every log in it is the cell's
-    # v0.2 shares one log directory per run: tell cells apart by what the log records.
-    mine = []
-    for log in logs:
-        if log.unit is not None:
-            if log.unit == unit.key:
-                mine.append(log)
-        elif log.epoch == unit.epoch and (log.task == unit.task or log.task.startswith(f"{unit.task}_")):
-            mine.append(log)
-    return mine
+def _place(log: LogSummary, where: Where, matrix: Matrix, names: JobNames, files: Files,
+           claimed: dict[str, list[LogSummary]], find_job: Callable[[], tuple[str, int | None] | None]) -> None:
+    claim = attribute(log, where, matrix, find_job, None)
+    if claim.key is None and claim.job_id is not None:
+        if not names.knows(claim.job_id):
+            files.waiting.setdefault(claim.job_id, []).append((log, where))
+            return
+        claim = attribute(log, where, matrix, lambda: find_job(), names.known)
+    if claim.key is None:
+        files.unattributed.append(Unattributed(log.path, claim.problem, claim.candidates))
+        return
+    claimed.setdefault(claim.key, []).append(log)
+    if claim.source not in OURS or log.unit is None and log.fingerprint is None:
+        files.sources[log.path] = claim.source + (f" {claim.job_id}" if claim.job_id and claim.source == JOB_NAME
+                                                  else "")
+
+
+def settle(files: Files, names: JobNames) -> Files:
+    """Attribute the logs that waited for their job's name, now that the scheduler answered (or could not)."""
+    if not files.waiting:
+        return files
+    assert files.matrix is not None
+    claimed: dict[str, list[LogSummary]] = {}
+    waiting, files.waiting = files.waiting, {}
+    for job_id, logs in waiting.items():
+        for log, where in logs:
+            claim = attribute(log, where, files.matrix, lambda job_id=job_id: (job_id, None), names.known)
+            if claim.key is None:
+                files.unattributed.append(Unattributed(log.path, claim.problem, claim.candidates))
+                continue
+            claimed.setdefault(claim.key, []).append(log)
+            files.sources[log.path] = claim.source + (f" {job_id}" if claim.source == JOB_NAME else "")
+    for key, logs in claimed.items():
+        epochs, before = files.units.get(key, ((), []))
+        files.units[key] = (epochs, [*before, *logs])
+    return files
+
+
+def _stdout_places(desired: Desired, run: str, log_dir: Path) -> list[tuple[Path, int | None]]:
+    """Where a job that wrote a log in `log_dir` may have left its slurm-{id}.out, with the epoch each place
+    means: beside the log, in the cell or eval directory, in the run's output directory, and in each
+    checkpoint epoch_N/ (cruijff_kit's eval scripts write their stdout into the checkpoint they evaluate)."""
+    layout = desired.layout
+    places: list[tuple[Path, int | None]] = [(log_dir, None), (log_dir.parent, None)]
+    if log_dir.parent != layout.eval_dir(run):
+        places.append((layout.eval_dir(run), None))
+    run_type = next(r.type for r in desired.loaded.spec.runs if r.name == run)
+    if run_type == "fine-tuned":
+        places.append((layout.output_dir(run), None))
+        places += [(layout.epoch_dir(run, n), n) for n in range(desired.loaded.spec.controls.epochs)]
+    else:
+        places.append((layout.run_dir(run) / "artifacts", None))
+    return places
+
+
+class JobNames:
+    """What the scheduler said each job is called (None: it does not know the job), remembered across
+    passes in `.reconciler/job-names.json`: a job's name never changes, so it is asked once."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.known: dict[str, str | None] = {}
+        self.dirty = False
+        if path is not None:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                data = {}
+            if isinstance(data, dict):
+                self.known = {str(k): v if isinstance(v, str) else None for k, v in data.items()}
+
+    def knows(self, job_id: str) -> bool:
+        return job_id in self.known
+
+    def learn(self, asked: tuple[str, ...], snapshot: Snapshot | None) -> None:
+        """Names from the scheduler's answer; an id it answered without (gone from accounting) is unknown."""
+        if snapshot is None:
+            return
+        for job_id in asked:
+            job = snapshot.jobs.get(job_id)
+            name = job.name if job is not None and job.name else None
+            if job is not None and job.live:
+                continue  # still running: ask again next pass (and its log is not complete anyway)
+            self.known[job_id] = name
+            self.dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        from reconciler.fsutil import atomic_write_text
+
+        try:
+            atomic_write_text(self.path, json.dumps(self.known, sort_keys=True) + "\n")
+        except OSError:
+            return  # only a cache: the next pass asks again
+        self.dirty = False
 
 
 def observe(
@@ -93,12 +249,17 @@ def observe(
     cache: HeaderCache,
     scheduler_note: str = "",
     read_scripts: bool = True,
-    files: FileEvidence | None = None,
+    files: Files | None = None,
 ) -> Observation:
     """`snapshot` is None when the scheduler was not asked or could not answer."""
     now = time.time()
     if files is None:
-        files = observe_files(desired, cache)
+        files = settle(observe_files(desired, cache), JobNames(None))
+    notes: dict[str, tuple[str, ...]] = {}
+    for orphan in files.unattributed:
+        for key in orphan.candidates:
+            notes[key] = (*notes.get(key, ()), f"{os.path.basename(orphan.path)} ({orphan.problem})")
+    sources, missing_models = files.sources, files.missing_models
     by_tag: dict[str, list[Job]] = {}
     if snapshot is not None:
         for job in snapshot.jobs.values():
@@ -130,7 +291,7 @@ def observe(
         if history is not None and history.submit_failures:
             refused = [error for fp, error in history.submit_failures if fp in (None, fingerprint)]
             attempts += len(refused)
-        epochs, logs = files[key]
+        epochs, logs = files.units[key]
         log = best_log(logs)
         produced = _produced_fingerprint(unit, log, ordered, fps)
         script_fp = None
@@ -143,11 +304,16 @@ def observe(
             jobs=ordered, attempts=attempts, open_intent=history is not None and history.open_intent, epochs=epochs,
             log=log, logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp,
             oom_in_stdout=oom, submit_error=refused[-1] if refused else None,
+            log_source=sources.get(log.path) if sources and log is not None else None,
+            complete_logs=sum(1 for x in logs if x.state == "complete") if len(logs) > 1 else int(
+                log is not None and log.state == "complete"),
+            unattributed=notes.get(key, ()) if notes else (), model_missing=key in missing_models,
         )
     read_at = {"files": now, "journal": now}
     if snapshot is not None:
         read_at["scheduler"] = now
-    return Observation(units=units, scheduler_known=snapshot is not None, scheduler_note=scheduler_note, read_at=read_at)
+    return Observation(units=units, scheduler_known=snapshot is not None, scheduler_note=scheduler_note,
+                       read_at=read_at, unattributed=tuple(files.unattributed))
 
 
 def _job_record(job_id: str, journal: JournalView, snapshot: Snapshot | None) -> Job:
@@ -181,8 +347,9 @@ def _job_order(job: Job) -> tuple[int, str]:
     return (int(head) if head.isascii() and head.isdigit() else 0, job.job_id)
 
 
-def all_done_on_disk(files: FileEvidence) -> bool:
-    return all(_done_on_disk(epochs, best_log(logs)) for epochs, logs in files.values())
+def all_done_on_disk(files: Files) -> bool:
+    """Every unit done by its files alone, and no log waiting for its job's name (the scheduler is then not asked)."""
+    return not files.waiting and all(_done_on_disk(epochs, best_log(logs)) for epochs, logs in files.units.values())
 
 
 def _done_on_disk(epochs: tuple[EpochEvidence, ...], log: LogSummary | None) -> bool:

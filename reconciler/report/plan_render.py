@@ -26,6 +26,7 @@ def unit_record(p: PlannedUnit) -> dict[str, Any]:
         "attempts": p.attempts,
         "failure_class": p.failure_class,
         "after": list(p.after),
+        "untouched": p.untouched,
     }
 
 

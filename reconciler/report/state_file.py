@@ -68,6 +68,8 @@ class StateFile(BaseModel):
     updated: str
     first_seen: str = Field(description="The first pass that wrote this file")
     complete: dict[str, str] = Field(default_factory=dict, description="scope -> when it first became all done")
+    settled: dict[str, str] = Field(default_factory=dict, description="scope -> when every unit of it first ended "
+                                                                      "(done, failed or blocked) without all done")
     units: dict[str, UnitRecord] = Field(default_factory=dict)
 
 
@@ -132,6 +134,22 @@ def complete_scopes(desired: Desired, states: dict[str, tuple[str, str | None]],
     return out
 
 
+SETTLED = ("done", "failed", "blocked", "outdated")
+
+
+def settled_scopes(desired: Desired, states: dict[str, tuple[str, str | None]], previous: StateFile | None,
+                   now: float) -> dict[str, str]:
+    """Scope -> when every unit of it ended, some failed or blocked (the workflows' ALL_COMPLETE with failures)."""
+    kinds = {"experiment": None, "finetune": "finetune", "eval": "eval"}
+    out: dict[str, str] = {}
+    for scope, kind in kinds.items():
+        found = [states.get(u.key, ("missing", None))[0] for u in desired.units if kind is None or u.kind == kind]
+        if found and all(s in SETTLED for s in found) and any(s in ("failed", "blocked") for s in found):
+            earlier = previous.settled.get(scope) if previous else None
+            out[scope] = earlier or fmt_ts(now) or ""
+    return out
+
+
 def build_state(desired: Desired, result: PassResult, previous: StateFile | None,
                 now: float | None = None) -> StateFile:
     """The snapshot after a pass. Times the scheduler did not give this pass are kept from the previous one."""
@@ -152,6 +170,7 @@ def build_state(desired: Desired, result: PassResult, previous: StateFile | None
         updated=fmt_ts(now) or "",
         first_seen=previous.first_seen if previous else fmt_ts(now) or "",
         complete=complete_scopes(desired, states, previous, now),
+        settled=settled_scopes(desired, states, previous, now),
         units=records,
     )
 

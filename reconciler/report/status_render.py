@@ -121,6 +121,9 @@ def status_record(result: PassResult, state: StateFile | None = None, now: float
         "sources": sources(result, now),
         "counts": {stage: {s: counts[stage][s] for s in STATES if counts[stage][s]} for stage in STAGES},
         "unknown": [r.key for r in rows if r.state == "unknown"],
+        # eval logs no source attributes to a unit: never ignored, never taken as proof of an epoch
+        "unattributed": [{"path": o.path, "problem": o.problem, "candidates": list(o.candidates)}
+                         for o in result.observation.unattributed],
         # The plan's unit records (the contract shared with `plan --format json`), with what status adds.
         "units": [{**plan_render.unit_record(p), "state": r.state, "job_id": r.job_id, "stage": r.stage,
                    "elapsed_seconds": r.elapsed_seconds, "attempts": r.attempts}
@@ -183,4 +186,6 @@ def write_status(result: PassResult, out: TextIO, state: StateFile | None = None
     if unknown:
         console.print(f"[yellow]unknown:[/] {len(unknown)} unit(s), nothing is done to them until the scheduler "
                       f"answers: " + escape(", ".join(r.key for r in unknown)))
+    for orphan in result.observation.unattributed:
+        console.print(f"[yellow]unattributed log:[/] {escape(str(orphan))}", soft_wrap=True)
     console.print(escape(result.plan.summary_line()))

@@ -7,6 +7,7 @@ import math
 import time
 from pathlib import Path
 
+from reconciler.errors import ReconcilerError
 from reconciler.fsutil import atomic_write_text
 from reconciler.journal import JOURNAL_NAME
 from reconciler.observe.observation import Observation, UnitEvidence, shows_oom
@@ -98,6 +99,12 @@ def write_summary(desired: Desired, observation: Observation, *, now: float | No
         summary = summary.model_copy(update={"plot": image.name if image else None, "plot_note": note})
     path = exp_dir / SUMMARY_NAME
     atomic_write_text(path, markdown_text(summary))
+    from reconciler.report.workflow_logs import record_summary
+
+    try:
+        record_summary(desired, summary, path, now)
+    except (OSError, ReconcilerError):
+        pass  # the workflows' log is a courtesy: summary.md is written
     return summary, path
 
 

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Literal
 from reconciler.crashpoints import crash_point
 from reconciler.plan import STATES, PlannedUnit
 from reconciler.report.state_file import (
+    LEGACY_STATUS,
     StateFile,
     complete_scopes,
+    settled_scopes,
     effective_states,
     fmt_duration,
     fmt_ts,
@@ -31,6 +33,7 @@ from reconciler.spec.units import Desired, Unit
 
 if TYPE_CHECKING:
     from reconciler.loop import PassResult
+    from reconciler.report.summary_model import Summary
 
 LogName = Literal["experiment", "finetune", "eval"]
 LOG_FILES: dict[str, str] = {
@@ -38,6 +41,7 @@ LOG_FILES: dict[str, str] = {
     "finetune": "run-torchtune.log",
     "eval": "run-inspect.log",
 }
+SUMMARIZE_LOG = "summarize-experiment.log"
 # The start of an entry; used to cut an entry left half-written by a crash.
 ENTRY_START = re.compile(rb"(?m)^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ")
 TAIL_BYTES = 65536
@@ -126,13 +130,19 @@ def pass_entries(desired: Desired, result: PassResult, previous: StateFile | Non
     if previous is None:
         entries.append(_discover(desired, states, ts))
     entries += _checkpoints(desired, result, previous, ts)
-    entries += _state_changes(desired, result, previous, states, ts)
+    entries += _checkpoint_missing(desired, result, previous, ts)
+    entries += _state_changes(desired, result, previous, states, ts, now)
+    submitting_evals = any(e.kind in ("submitted", "resubmitted") and units[e.unit].kind == "eval"
+                           for e in result.events if e.unit in units)
+    if previous is None or submitting_evals:
+        entries += _identify(desired, result, states, ts)
     entries += _event_entries(units, planned, result, states, ts)
-    changes = [e for e in entries if e.action != "DISCOVER_EXPERIMENT"]
+    entries += _all_submitted(units, result, ts)
+    changes = [e for e in entries if e.action not in ("DISCOVER_EXPERIMENT", "VERIFY_FINETUNING", "IDENTIFY_EVALS")]
     check = _status_check(result, states, changes, previous, ts)
     if check is not None:
         entries.append(check)
-    entries += _all_complete(desired, states, previous, now, ts)
+    entries += _all_complete(desired, result, states, previous, now, ts)
     return entries
 
 
@@ -169,12 +179,107 @@ def _n(count: int, noun: str) -> str:
 
 def _discover(desired: Desired, states: dict[str, tuple[str, str | None]], ts: str) -> Entry:
     kinds = Counter(u.kind for u in desired.units)
+    runs = len({u.run for u in desired.units if u.kind == "eval"})
     text = block(ts, "DISCOVER_EXPERIMENT", desired.experiment,
                  ("Details", f"Found experiment at {desired.layout.experiment_dir} "
-                             f"({desired.loaded.path.name}, {desired.loaded.dialect} dialect)"),
+                             f"({desired.loaded.path.name}, {desired.loaded.dialect} dialect); "
+                             f"{_n(runs, 'run')} with evaluations"),
                  ("Result", f"{_n(kinds['finetune'], 'fine-tune')}, {_n(kinds['eval'], 'evaluation')}; "
                             f"{_counts(states)}"))
     return Entry("experiment", "DISCOVER_EXPERIMENT", text)
+
+
+def _asked(result: PassResult) -> str:
+    """What the pass asked the scheduler, as the workflows' logs show the command."""
+    if not result.plan.scheduler_known:
+        return f"scheduler unknown ({result.plan.scheduler_note})"
+    if result.question is None:
+        return "scheduler not asked: nothing in flight, nothing left to do"
+    ids = len(result.question[1])
+    also = f", then sacct for whichever of {_n(ids, 'job')} left the queue" if ids else ""
+    return f"squeue --me: one query for every job of the experiment{also}"
+
+
+def _identify(desired: Desired, result: PassResult, states: dict[str, tuple[str, str | None]],
+              ts: str) -> list[Entry]:
+    """VERIFY_FINETUNING and IDENTIFY_EVALS, as the workflows' run-inspect module opens a round of evals."""
+    out = []
+    finetunes = Counter(states[u.key][0] for u in desired.units if u.kind == "finetune")
+    if finetunes:
+        out.append(Entry("eval", "VERIFY_FINETUNING", block(
+            ts, "VERIFY_FINETUNING", None, ("Details", _asked(result)),
+            ("Result", ", ".join(f"{finetunes[s]} {s}" for s in STATES if finetunes[s]) + " (fine-tunes)"))))
+    evals = [p for p in result.plan.units if p.kind == "eval"]
+    if not evals:
+        return out
+    by_key = {p.key: p for p in evals}
+    done = [p for p in evals if p.state == "done"]
+    adopted = Counter()
+    for p in done:
+        source = result.observation.get(p.key).log_source
+        if source:
+            adopted[source.rsplit(" ", 1)[0] if source.startswith("job name ") else source] += 1
+    details = f"{_n(len(evals), 'evaluation')} in the matrix; {len(done)} already complete"
+    if adopted:
+        details += " (" + ", ".join(f"{n} adopted by {how}" for how, n in sorted(adopted.items())) + ")"
+    orphans = result.observation.unattributed
+    if orphans:
+        details += f"; {_n(len(orphans), 'log')} not attributed to any unit (see reconcile status)"
+    ready = sum(1 for p in evals if p.action in ("submit", "resubmit"))
+    rest = Counter(states[k][0] for k, p in by_key.items() if p.state != "done" and p.action not in
+                   ("submit", "resubmit"))
+    result_text = f"{ready} ready to submit" + "".join(f", {n} {s}" for s, n in sorted(rest.items()))
+    out.append(Entry("eval", "IDENTIFY_EVALS", block(ts, "IDENTIFY_EVALS", None, ("Details", details),
+                                                     ("Result", result_text))))
+    return out
+
+
+def _checkpoint_missing(desired: Desired, result: PassResult, previous: StateFile | None, ts: str) -> list[Entry]:
+    """CHECKPOINT_MISSING when an eval is newly blocked because the checkpoint it loads is not there."""
+    out = []
+    layout = desired.layout
+    units = desired.by_key()
+    for p in result.plan.units:
+        if p.kind != "eval" or p.state != "blocked":
+            continue
+        prev = previous.units.get(p.key) if previous else None
+        if prev is not None and prev.state == "blocked":
+            continue
+        unit = units[p.key]
+        ev = result.observation.get(p.key)
+        if ev.model_missing:
+            where = f"{unit.model_path} (parameters.checkpoint_path) does not exist"
+        elif unit.needs_epoch is not None:
+            up = result.observation.get(unit.depends_on[0])
+            index = unit.needs_epoch
+            if index < len(up.epochs) and up.epochs[index].state == "complete":
+                continue  # its checkpoint is there: blocked for another reason
+            where = f"epoch_{index} of {unit.run} is not complete at {layout.epoch_dir(unit.run, index)}"
+        else:
+            continue
+        out.append(Entry("eval", "CHECKPOINT_MISSING", block(
+            ts, "CHECKPOINT_MISSING", unit_name(p), ("Details", where),
+            ("Result", f"evaluation skipped (blocked): {p.reason}"))))
+    return out
+
+
+def _all_submitted(units: dict[str, Unit], result: PassResult, ts: str) -> list[Entry]:
+    """ALL_SUBMITTED closing each log's round of submissions: counts and the job id range."""
+    out = []
+    for log in ("finetune", "eval"):
+        mine = [e for e in result.events if e.unit in units and _log_of(units[e.unit].kind) == log]
+        ids = sorted((e.job_id for e in mine if e.kind in ("submitted", "resubmitted") and e.job_id),
+                     key=lambda j: (len(j), j))
+        failures = sum(1 for e in mine if e.kind == "failed_submit")
+        if not ids and not failures:
+            continue
+        deferred = sum(1 for e in mine if e.kind == "deferred")
+        span = f"{ids[0]}-{ids[-1]}" if len(ids) > 1 else (ids[0] if ids else "none")
+        out.append(Entry(log, "ALL_SUBMITTED", block(
+            ts, "ALL_SUBMITTED", None,
+            ("Details", f"{len(ids)} submitted, {failures} failed" + (f", {deferred} deferred" if deferred else "")),
+            ("Job IDs", span))))
+    return out
 
 
 def _checkpoints(desired: Desired, result: PassResult, previous: StateFile | None, ts: str) -> list[Entry]:
@@ -200,13 +305,14 @@ def _checkpoints(desired: Desired, result: PassResult, previous: StateFile | Non
 
 
 def _state_changes(desired: Desired, result: PassResult, previous: StateFile | None,
-                   states: dict[str, tuple[str, str | None]], ts: str) -> list[Entry]:
+                   states: dict[str, tuple[str, str | None]], ts: str, now: float) -> list[Entry]:
     """STATE_CHANGE (BLOCKED for a unit newly blocked) against the previous snapshot.
 
     Not logged: the first pass (DISCOVER_EXPERIMENT says where things stand), moves to or from
     `unknown` (the scheduler did not answer; the unit did not change), and units this pass
     submitted or released (their SUBMIT/RELEASE entry says it). A cancel is logged with the
     state it leaves, so a unit blocked by a failed dependency gets its BLOCKED entry.
+    Previous and Current are SLURM's words for the job (the unit's state in them when no job says).
     """
     if previous is None:
         return []
@@ -220,16 +326,31 @@ def _state_changes(desired: Desired, result: PassResult, previous: StateFile | N
             continue
         if prev is None and state == "waiting":
             continue  # a unit new in the spec that cannot start yet: nothing happened
-        job, word = "", ""
+        ev = result.observation.get(p.key)
+        job = next((j for j in ev.jobs if j.job_id == job_id), None) if job_id else None
+        word = f" ({job.state})" if job is not None and state in ("failed", "done") else ""
+        lines: list[tuple[str, str]] = [("Details", f"{f'job {job_id}: ' if job_id else ''}{before} -> {state}{word}")]
+        same_job = prev is not None and prev.job_id == job_id and prev.job_state
+        lines.append(("Previous", str(prev.job_state) if same_job and prev is not None else _slurm_word(before)))
+        lines.append(("Current", job.state if job is not None and job.state not in ("GONE", "UNKNOWN")
+                      else _slurm_word(state)))
         if job_id:
-            job = f"job {job_id}: "
-            scheduler = next((j.state for j in result.observation.get(p.key).jobs if j.job_id == job_id), None)
-            if scheduler and state in ("failed", "done"):
-                word = f" ({scheduler})"
+            lines.append(("Job ID", job_id))
+        if state == "done":
+            ended = job.ended_at if job is not None else None
+            lines.append(("Completed", fmt_ts(ended) or fmt_ts(now) or "-"))
+        if job is not None and job.started_at is not None:
+            lines.append(("Elapsed", fmt_duration((job.ended_at or now) - job.started_at)))
+        if p.kind == "eval" and ev.log is not None:
+            lines.append(("Result log", ev.log.path))
+        lines.append(("Result", p.reason))
         action = "BLOCKED" if state == "blocked" else "STATE_CHANGE"
-        out.append(Entry(_log_of(p.kind), action, block(
-            ts, action, unit_name(p), ("Details", f"{job}{before} -> {state}{word}"), ("Result", p.reason))))
+        out.append(Entry(_log_of(p.kind), action, block(ts, action, unit_name(p), *lines)))
     return out
+
+
+def _slurm_word(state: str) -> str:
+    return LEGACY_STATUS.get(state, state.upper())
 
 
 def _event_entries(units: dict[str, Unit], planned: dict[str, PlannedUnit], result: PassResult,
@@ -296,6 +417,9 @@ def _status_check(result: PassResult, states: dict[str, tuple[str, str | None]],
         extras.append(f"{deferred} deferred")
     if not result.plan.scheduler_known and result.plan.scheduler_note:
         extras.append(f"scheduler unknown: {result.plan.scheduler_note}")
+    jobs = _job_counts(result, states)
+    if jobs:
+        extras.insert(0, f"jobs: {jobs}")
     details = _counts(states) + "".join(f"; {x}" for x in extras)
     errors = list(result.applied.errors) if result.applied is not None else []
     if not changes and not errors:
@@ -312,24 +436,108 @@ def _status_check(result: PassResult, states: dict[str, tuple[str, str | None]],
     return Entry("experiment", "STATUS_CHECK", block(ts, "STATUS_CHECK", what, *lines))
 
 
-def _all_complete(desired: Desired, states: dict[str, tuple[str, str | None]], previous: StateFile | None,
-                  now: float, ts: str) -> list[Entry]:
-    """ALL_COMPLETE once per scope, on the pass where every unit of it is done (never for zero units)."""
+def _job_counts(result: PassResult, states: dict[str, tuple[str, str | None]]) -> str:
+    """Each unit's current job by SLURM state (PENDING, RUNNING, COMPLETED, ...), as the workflows poll them."""
+    counts: Counter[str] = Counter()
+    for p in result.plan.units:
+        job_id = states[p.key][1]
+        if not job_id:
+            continue
+        if p.key in {e.unit for e in result.events if e.kind in ("submitted", "resubmitted")}:
+            counts["PENDING"] += 1
+            continue
+        job = next((j for j in result.observation.get(p.key).jobs if j.job_id == job_id), None)
+        if job is not None and job.state not in ("GONE", "UNKNOWN"):
+            counts[job.state] += 1
+    order = ["PENDING", "RUNNING", "COMPLETED", "FAILED"]
+    return ", ".join(f"{counts[s]} {s}" for s in [*order, *sorted(set(counts) - set(order))] if counts[s])
+
+
+def _all_complete(desired: Desired, result: PassResult, states: dict[str, tuple[str, str | None]],
+                  previous: StateFile | None, now: float, ts: str) -> list[Entry]:
+    """ALL_COMPLETE once per scope, on the pass where every unit of it is done, or has ended with some failed or
+    blocked (never for zero units): counts, total time, then each unit with its job id, duration and the paths
+    of its `.eval` log and `slurm-*.out`. A scope that ended with failures and later is all done gets another."""
     now_complete = complete_scopes(desired, states, previous, now)
+    now_settled = settled_scopes(desired, states, previous, now)
     before = previous.complete if previous else {}
+    settled_before = previous.settled if previous else {}
     out = []
     what: dict[LogName, tuple[str, str | None]] = {
         "experiment": ("units", None), "finetune": ("fine-tunes", "finetune"), "eval": ("evaluations", "eval")}
     for scope, (noun, kind) in what.items():
-        if scope not in now_complete or scope in before:
+        newly_done = scope in now_complete and scope not in before
+        newly_ended = scope in now_settled and scope not in settled_before
+        if not newly_done and not newly_ended:
             continue
-        n = sum(1 for u in desired.units if kind is None or u.kind == kind)
+        scoped = [u for u in desired.units if kind is None or u.kind == kind]
+        n = len(scoped)
         started = parse_ts(previous.first_seen) if previous else None
-        out.append(Entry(scope, "ALL_COMPLETE", block(
-            ts, "ALL_COMPLETE", None, ("Details", f"All {n} {noun} of {desired.experiment} are done"),
-            ("Result", f"{n} COMPLETED, 0 FAILED"),
-            ("Duration", fmt_duration(now - started) if started is not None else "-"))))
+        total = fmt_duration(now - started) if started is not None else "-"
+        ended = Counter(states[u.key][0] for u in scoped)
+        done = ended["done"] + ended["outdated"]
+        counts = f"{done} COMPLETED, {ended['failed']} FAILED" + (f", {ended['blocked']} BLOCKED" if ended["blocked"]
+                                                                  else "")
+        details = f"All {n} {noun} of {desired.experiment} are done" if newly_done else \
+            f"All {n} {noun} of {desired.experiment} have ended; {n - done} did not complete"
+        lines = [("Details", details), ("Result", counts), ("Duration", total), ("Total time", total)]
+        lines += [(unit_name(u), _unit_report(u, result, states, previous)) for u in scoped]
+        logs = sorted({str(u.log_dir) for u in scoped if u.kind == "eval" and u.log_dir is not None})
+        if logs:
+            lines.append(("Next", f"inspect view --log-dir {logs[0]}" + (" (one log dir per cell)" if len(logs) > 1
+                                                                          else "")
+                          + f"; inspect log export <log> --format csv; reconcile summarize {desired.loaded.path}"))
+        out.append(Entry(scope, "ALL_COMPLETE", block(ts, "ALL_COMPLETE", None, *lines)))
     return out
+
+
+def _unit_report(unit: Unit, result: PassResult, states: dict[str, tuple[str, str | None]],
+                 previous: StateFile | None) -> str:
+    """`job 102, 20s, log <.eval>, stdout <slurm-102.out>` for one unit of the final report."""
+    job_id = states[unit.key][1]
+    ev = result.observation.get(unit.key)
+    job = next((j for j in ev.jobs if j.job_id == job_id), None) if job_id else None
+    record = previous.units.get(unit.key) if previous else None
+    elapsed = job.ended_at - job.started_at if job is not None and job.started_at and job.ended_at else (
+        record.elapsed_seconds if record is not None and record.job_id == job_id else None)
+    state = states[unit.key][0]
+    parts = [] if state == "done" else [LEGACY_STATUS.get(state, state.upper())]
+    parts.append(f"job {job_id}" if job_id else "no job (adopted from earlier work)" if ev.log_source
+                 else "no job")
+    if elapsed is not None:
+        parts.append(fmt_duration(elapsed))
+    if unit.kind == "eval" and ev.log is not None:
+        parts.append(f"log {ev.log.path}")
+    if job_id:
+        parts.append(f"stdout {str(unit.stdout).replace('%j', job_id)}")
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------ summarize-experiment.log
+
+
+def summary_entries(summary: Summary, path: Path, now: float) -> list[str]:
+    """EXTRACT_LOSS for each fine-tune whose training stdout (or its loss lines) is missing, then WRITE_SUMMARY."""
+    ts = fmt_ts(now) or ""
+    out = []
+    for training in summary.training:
+        if training.final_loss is not None:
+            continue
+        why = training.note or "no loss lines"
+        where = f" in {training.stdout}" if training.stdout else ""
+        out.append(block(ts, "EXTRACT_LOSS", training.run, ("Details", f"{why}{where}"),
+                         ("Result", "N/A recorded for the final loss")))
+    out.append(block(ts, "WRITE_SUMMARY", summary.experiment, ("Details", str(path)),
+                     ("Result", f"{summary.units_done}/{summary.units_total} units done"
+                                + ("" if summary.complete else "; partial results"))))
+    return out
+
+
+def record_summary(desired: Desired, summary: Summary, path: Path, now: float | None = None) -> None:
+    """Append the summary's entries to logs/summarize-experiment.log (a disk problem is the caller's warning)."""
+    check_inside(desired.layout.logs_dir, (desired.layout.experiment_dir,))
+    append_entries(desired.layout.logs_dir / SUMMARIZE_LOG, summary_entries(summary, path, time.time() if now is None
+                                                                            else now))
 
 
 # ------------------------------------------------------------------ appending (crash-safe)

@@ -18,6 +18,7 @@ from reconciler.errors import SpecError
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.finetune_config import torchtune_model
 from reconciler.scaffold.model_dir import read_model_dir
+from reconciler.scaffold.resources import spec_environment
 from reconciler.scaffold.values import eval_data_path, train_data_path
 from reconciler.spec.load import LoadedSpec
 from reconciler.spec.models import Run
@@ -162,18 +163,32 @@ _EVAL_MODULES = ("inspect_ai", "transformers", "accelerate")
 
 
 def _check_environment(loaded: LoadedSpec, add: Add) -> None:
-    """When the jobs' environment is this machine's (no activation named), ask its Python what it has."""
+    """When the jobs' environment is this machine's (no activation named), look at what it has.
+
+    The programs the jobs run (`tune`, `inspect`) missing from this PATH is one warning: the jobs may
+    still find them on the cluster's nodes. An `inspect` here without what `--model hf/...` needs
+    is an error: every eval would die.
+    """
     spec = loaded.spec
-    if spec.reconciler.environment is not None or not spec.tools.model_api.startswith("hf/"):
-        return
-    inspect = shutil.which("inspect")
-    if inspect is None:
-        add("warning", ("tools", "evaluation"), "`inspect` is not on this PATH: eval jobs run it (install "
-                                                 "inspect-ai where the jobs run, or name an environment)")
-        return
-    missing = _missing_modules(_interpreter(Path(inspect)), _EVAL_MODULES)
+    if spec_environment(loaded) is not None:
+        return  # the experiment names the environment the jobs activate: not this machine's
+    needed = []
+    if spec.tools.preparation == "torchtune" and any(r.type == "fine-tuned" for r in spec.runs):
+        needed.append("tune")
+    needed.append("inspect")
+    missing = [name for name in needed if shutil.which(name) is None]
     if missing:
-        add("error", ("tools", "model_api"), f"the environment of {inspect} lacks {', '.join(missing)}: "
+        names = " and ".join(f"`{name}`" for name in missing)
+        add("warning", ("tools",), f"{names} {'is' if len(missing) == 1 else 'are'} not on this PATH and no "
+                                   "environment is named: the jobs run "
+                                   f"{'it' if len(missing) == 1 else 'them'} with the PATH they are submitted "
+                                   "with (set reconciler.conda_env, venv or modules, or install them here)")
+    inspect = shutil.which("inspect")
+    if inspect is None or not spec.tools.model_api.startswith("hf/"):
+        return
+    absent = _missing_modules(_interpreter(Path(inspect)), _EVAL_MODULES)
+    if absent:
+        add("error", ("tools", "model_api"), f"the environment of {inspect} lacks {', '.join(absent)}: "
                                              f"`--model {spec.tools.model_api}` needs them "
                                              "(pip install transformers accelerate)")
 

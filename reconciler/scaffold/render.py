@@ -319,13 +319,22 @@ def dump_yaml(data: dict[str, Any], header: str) -> str:
     return header + str(body)
 
 
+NO_ENVIRONMENT = (
+    "# No environment is activated: the job runs with the PATH sbatch exports from the shell that submits it.",
+    "# To activate one, set conda_env, venv or modules under `reconciler:` in experiment_summary.yaml",
+    "# or in ~/.config/reconciler/config.yaml.",
+)
+
+
 def _script(unit: Unit, res: Resources, body: list[str], remedy: Remedy | None) -> str:
     lines = ["#!/bin/bash", f"{FINGERPRINT_MARK} {unit.fingerprint}", OWNERSHIP_NOTE, f"# Unit: {unit.key}"]
     if remedy is not None:
         lines.append("# Remedy on retry: " + " ".join((remedy.reason or str(remedy.to_dict())).split()))
     lines += sbatch_lines(unit.job_name, unit.stdout, res)
     if res.environment:
-        lines += ["", "# Environment (user config or the spec's reconciler.environment)", *res.environment]
+        lines += ["", "# Environment (the experiment's reconciler: block, else the user config)", *res.environment]
+    else:
+        lines += ["", *NO_ENVIRONMENT]
     lines += ["", *body]
     return "\n".join(lines) + "\n"
 

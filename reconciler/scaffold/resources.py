@@ -9,15 +9,20 @@ compute: time, mem, gpus, cpus_per_task, constraint
        gpus and cpus_per_task for the fine-tune only (they describe training, not inference)
     4. a remedy on retry (time; see remedies.py)
 
-placement: account, partition (and any other `#SBATCH` option named in slurm_overrides)
-    1. the user config file: `$RECONCILER_CONFIG`, else `~/.config/reconciler/config.yaml`
-    2. the spec's `reconciler:` block
-    3. `runs[].slurm_overrides`
+placement: account, partition, constraint (and any other `#SBATCH` option named in slurm_overrides)
+    1. constraint only: the size table
+    2. the user config file: `$RECONCILER_CONFIG`, else `~/.config/reconciler/config.yaml`
+    3. the experiment's `reconciler:` block (account, partition, constraint)
+    4. `runs[].slurm_overrides`
 
-environment activation: shell lines run before the job's command
+environment activation: shell lines run before the job's command (tune, inspect)
     1. the user config file: its `environment` lines if given, else lines built from
        `modules` (module load), `conda_env` (conda activate), `venv` (source .../bin/activate)
-    2. the spec's `reconciler.environment`, which replaces the file's lines entirely
+    2. the experiment's `reconciler:` block, the same keys: when it names any of them, its lines
+       replace the file's entirely (the experiment wins, as cruijff_kit's setup_finetune.yaml
+       keys win over claude.local.md)
+    With neither, the script says in a comment that no environment is activated: the job runs
+    with the environment sbatch exports from the shell that submits it.
 
 The more specific source wins: the user file holds one person's defaults for every
 experiment, the spec speaks for this experiment, a run's overrides for that run alone.
@@ -41,7 +46,7 @@ from reconciler.backends.timefmt import parse_time_limit
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.model_dir import read_model_dir
 from reconciler.spec.load import LoadedSpec
-from reconciler.spec.models import Compute, Run
+from reconciler.spec.models import ENV_NAME_PATTERN, Compute, Run
 from reconciler.spec.units import Unit
 
 CONFIG_ENV = "RECONCILER_CONFIG"
@@ -77,6 +82,7 @@ _SIZE_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)[bB](?![a-zA-Z])")
 _RESERVED = {"job-name", "output", "error", "comment", "dependency", "chdir", "parsable", "wrap", "array"}
 _OPTION_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _MEM_RE = re.compile(r"^\d+[KMGT]?B?$")
+ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class UserConfig:
 
     account: str | None = None
     partition: str | None = None
+    constraint: str | None = None
     environment: tuple[str, ...] = ()
     source: Path | None = None
     warnings: tuple[str, ...] = ()
@@ -155,7 +162,7 @@ def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CON
         mem=row.mem,
         gpus=row.gpus,
         cpus_per_task=row.cpus,
-        constraint=row.constraint,
+        constraint=user.constraint or row.constraint,
         account=user.account,
         partition=user.partition,
         environment=user.environment,
@@ -164,11 +171,13 @@ def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CON
     if compute is not None:
         res = _apply_compute(res, compute)
     settings = spec.reconciler
+    own = spec_environment(loaded)
     res = replace(
         res,
         account=settings.account or res.account,
         partition=settings.partition or res.partition,
-        environment=tuple(settings.environment.splitlines()) if settings.environment is not None else res.environment,
+        constraint=settings.constraint or res.constraint,
+        environment=own if own is not None else res.environment,
     )
     if run.slurm_overrides:
         res = _apply_overrides(res, run.slurm_overrides, unit.kind == "finetune", f"runs[{run.name}].slurm_overrides")
@@ -183,6 +192,16 @@ def _from_table(row: SizeRow, compute: Compute | None, overrides: Mapping[str, A
     keys = {str(k).replace("-", "_") for k in overrides}
     # slurm_overrides set the constraint for every job of the run, the rest for its fine-tune only.
     return [f for f in fields if f not in keys or (f != "constraint" and not finetune)]
+
+
+def spec_environment(loaded: LoadedSpec) -> tuple[str, ...] | None:
+    """The activation lines the experiment names (None: it names none, the user config's apply)."""
+    settings = loaded.spec.reconciler
+    if settings.environment is not None:
+        return tuple(settings.environment.splitlines())
+    if settings.modules or settings.conda_env or settings.venv:
+        return tuple(activation_lines(list(settings.modules or []), settings.conda_env, settings.venv))
+    return None
 
 
 def gpu_hours(res: Resources) -> float:
@@ -298,9 +317,9 @@ def parse_user_config(data: Any, source: Path | None = None) -> UserConfig:
     if data is None:
         return UserConfig(source=source)
     if not isinstance(data, dict):
-        raise ScaffoldError(f"{where}: expected a mapping with keys account, partition, environment, "
+        raise ScaffoldError(f"{where}: expected a mapping with keys account, partition, constraint, environment, "
                             "conda_env, venv, modules")
-    known = {"account", "partition", "environment", "conda_env", "venv", "modules"}
+    known = {"account", "partition", "constraint", "environment", "conda_env", "venv", "modules"}
     warnings = tuple(f"{where}: unknown key {k!r} ignored" for k in data if k not in known)
 
     def text(key: str) -> str | None:
@@ -321,14 +340,23 @@ def parse_user_config(data: Any, source: Path | None = None) -> UserConfig:
             return list(value)
         raise ScaffoldError(f"{where}: {key} must be a string or a list of strings, got {value!r}")
 
-    account, partition = text("account"), text("partition")
-    for key, value in (("account", account), ("partition", partition)):
+    account, partition, constraint = text("account"), text("partition"), text("constraint")
+    for key, value in (("account", account), ("partition", partition), ("constraint", constraint)):
         if value is not None:
             sbatch_value(value, f"{where}: {key}")
     environment = lines("environment")
     if not environment:
-        environment = activation_lines(lines("modules"), text("conda_env"), text("venv"))
-    return UserConfig(account=account, partition=partition, environment=tuple(environment),
+        modules, conda_env, venv = lines("modules"), text("conda_env"), text("venv")
+        for key, values in (("modules", modules), ("conda_env", [conda_env])):
+            for value in values:
+                if value is not None and not ENV_NAME_RE.fullmatch(value):
+                    raise ScaffoldError(f"{where}: {key}: {value!r} is not an environment name or path "
+                                        "(no spaces or shell syntax: it is placed after conda activate, "
+                                        "module load or source)")
+        if venv is not None and not venv.isprintable():
+            raise ScaffoldError(f"{where}: venv: {venv!r} contains a control character")
+        environment = activation_lines(modules, conda_env, venv)
+    return UserConfig(account=account, partition=partition, constraint=constraint, environment=tuple(environment),
                       source=source, warnings=warnings)
 
 
@@ -338,7 +366,8 @@ def activation_lines(modules: list[str], conda_env: str | None, venv: str | None
     if conda_env:
         # `conda activate` needs conda's shell function, which a batch shell has not loaded.
         out.append('eval "$(conda shell.bash hook)"')
-        out.append(f"conda activate {shlex.quote(conda_env)}")
+        env = str(Path(conda_env).expanduser()) if conda_env.startswith("~") else conda_env
+        out.append(f"conda activate {shlex.quote(env)}")
     if venv:
         out.append(f"source {shlex.quote(str(Path(venv).expanduser()) + '/bin/activate')}")
     return out

@@ -103,7 +103,8 @@ class Layout:
 
     def eval_script(self, run: str, task: str, epoch: int | None) -> Path:
         if self.dialect == "v0.2":
-            name = f"{task}_epoch{epoch}.slurm" if epoch is not None else f"{task}_base.slurm"
+            # cruijff_kit v0.2 names: `{task}_epoch{N}.slurm`, and `{task}.slurm` for a run without epochs
+            name = f"{task}_epoch{epoch}.slurm" if epoch is not None else f"{task}.slurm"
             return child(self.eval_dir(run), name)
         return child(self.cell_dir(run, task, epoch), "cell.slurm")
 

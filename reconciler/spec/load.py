@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from reconciler.errors import SpecError, SpecProblems
 from reconciler.spec.location import SPEC_FILENAME, spec_path  # noqa: F401  (re-exported: callers import them from here)
 from reconciler.spec.models import ExperimentSpec, NAME_RE
-from reconciler.spec.yamlpos import Located, PathKey, format_path, load_yaml
+from reconciler.spec.yamlpos import Located, PathKey, format_path, load_yaml, read_spec_text
 
 Dialect = Literal["v0.2", "v0.3"]
 
@@ -41,7 +41,12 @@ class LoadedSpec:
 
 def load_spec(target: Path, text: str | None = None) -> LoadedSpec:
     path = spec_path(target)
-    located = load_yaml(path, text)
+    if path.suffix.lower() == ".md":
+        from reconciler.spec.markdown import load_markdown
+
+        located = load_markdown(path, read_spec_text(path) if text is None else text)
+    else:
+        located = load_yaml(path, text)
     data = located.data
     if not isinstance(data, dict):
         raise located.error((), "the top level must be a mapping (experiment:, runs:, evaluation: ...)")
@@ -120,6 +125,9 @@ def _message(err: dict[str, Any]) -> str:
         if "A-Za-z0-9._-" in pattern:
             return (f"{err['input']!r} is not a safe name: use letters, digits, '.', '_' and '-' "
                     "(starting with a letter or digit); names become paths and job names")
+        if "~+/@" in pattern:
+            return (f"{err['input']!r} is not an environment name or path: use letters, digits and . _ - + / @ ~ "
+                    "(no spaces or shell syntax; it is placed after conda activate, module load or source)")
         if "\\d{4}" in pattern:
             return f"{err['input']!r} is not a date in YYYY-MM-DD form"
         return f"{err['input']!r} does not have the expected form ({pattern})"

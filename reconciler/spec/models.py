@@ -37,8 +37,10 @@ class Experiment(_Open):
 
 
 class Tools(_Open):
+    """Without a `tools:` section the workflows assume torchtune and inspect-ai; so does the reconciler."""
+
     preparation: Literal["torchtune", "command"] = Field(
-        description="torchtune, or command: a trainer of your own run by `tools.command`"
+        "torchtune", description="torchtune, or command: a trainer of your own run by `tools.command`"
     )
     evaluation: Literal["inspect-ai"] = "inspect-ai"
     command: str | None = Field(
@@ -165,20 +167,32 @@ class Evaluation(_Open):
     matrix: list[MatrixEntry] = Field(min_length=1)
 
 
+# What may follow `conda activate`, `module load` or `source`: a name or a path, never shell syntax.
+ENV_NAME_PATTERN = r"^[A-Za-z0-9_.~+/@-][A-Za-z0-9_.+/@:=-]*$"
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, max_length=500)]
+
+
 class Settings(_Open):
-    """The reconciler's own knobs (optional block `reconciler:`)."""
+    """The reconciler's own knobs (optional block `reconciler:`). The job environment and placement
+    keys are cruijff_kit's own (its setup_finetune.yaml and claude.local.md): they win over the
+    user config file (`~/.config/reconciler/config.yaml`)."""
 
     max_attempts: StrictInt = Field(3, ge=1, le=100, description="Submissions per unit before giving up")
-    account: str | None = None
-    partition: str | None = None
+    account: str | None = Field(None, description="SLURM --account for every job")
+    partition: str | None = Field(None, description="SLURM --partition for every job")
+    constraint: str | None = Field(None, description="SLURM --constraint for every job (e.g. gpu80)")
+    modules: list[EnvName] | None = Field(None, description="`module load` each, before tune/inspect")
+    conda_env: EnvName | None = Field(None, description="`conda activate` this environment (a name or a path)")
+    venv: Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=1000)] | None = Field(
+        None, description="`source VENV/bin/activate` (a virtualenv directory; shell-quoted)")
     environment: str | None = Field(
-        None, description="Shell lines that activate the environment in job scripts (conda, venv, modules)"
+        None, description="Raw shell lines that activate the environment (replace modules/conda_env/venv)"
     )
 
 
 class ExperimentSpec(_Open):
     experiment: Experiment
-    tools: Tools
+    tools: Tools = Field(default_factory=Tools)
     variables: dict[str, list[Any]] | None = None
     controls: Controls
     models: Models

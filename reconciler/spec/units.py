@@ -5,8 +5,9 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,6 +133,9 @@ def expand(loaded: LoadedSpec) -> Desired:
             stdout=layout.finetune_stdout(run.name), epochs=epochs,
         ))
 
+    # An eval-only run may evaluate a checkpoint a fine-tune of this experiment writes: it waits for it.
+    produced = {os.path.normpath(layout.epoch_dir(r.name, n)): (r.name, n)
+                for r in spec.runs if r.type == "fine-tuned" for n in range(spec.controls.epochs)}
     for entry in spec.evaluation.matrix:
         run = runs[entry.run]
         for task_name in entry.tasks:
@@ -141,7 +145,12 @@ def expand(loaded: LoadedSpec) -> Desired:
             del own["epoch"]
             fingerprint_at = epoch_fingerprints({**ft_encoded.get(run.name, {}), **encoded(own)})
             for epoch in epochs:
-                units.append(_eval_unit(loaded, layout, run, task, epoch, fingerprint_at(epoch)))
+                unit = _eval_unit(loaded, layout, run, task, epoch, fingerprint_at(epoch))
+                if run.type == "eval-only" and unit.model_path is not None:
+                    maker = produced.get(os.path.normpath(unit.model_path))
+                    if maker is not None:
+                        unit = replace(unit, depends_on=(finetune_key(maker[0]),), needs_epoch=maker[1])
+                units.append(unit)
 
     if not units:
         raise SpecError(loaded.path, None, None, "evaluation.matrix",

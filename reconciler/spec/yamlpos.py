@@ -120,6 +120,25 @@ def format_path(key: PathKey) -> str:
     return out
 
 
+def read_spec_text(path: Path) -> str:
+    """The experiment file's text, or a SpecError saying why it cannot be read."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SpecError(path, None, None, "", "file not found; give an experiment directory or its "
+                                              "experiment_summary.yaml (or experiment_summary.md)") from None
+    except OSError as exc:
+        raise SpecError(path, None, None, "", f"cannot read: {exc.strerror}") from None
+    if size > MAX_FILE_BYTES:
+        raise SpecError(path, None, None, "", f"file is {size} bytes; experiment files are limited to {MAX_FILE_BYTES}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(path, None, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SpecError(path, None, None, "", f"cannot read: {exc.strerror}") from None
+
+
 def load_yaml(path: Path, text: str | None = None) -> Located:
     """Parse `path` (or `text` read from it) into plain data with positions; SpecError on any problem."""
     if text is None:

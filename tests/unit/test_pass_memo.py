@@ -391,5 +391,5 @@ def test_a_recalled_plan_with_pending_actions_still_exits_2(exp: Path) -> None:
     written = memo.stat().st_mtime_ns
     second = runner.invoke(main, argv)
     assert (first.exit_code, second.exit_code) == (2, 2), first.output
-    assert second.output == first.output and '"resubmit"' in second.output
+    assert second.stdout == first.stdout and '"resubmit"' in second.stdout  # warnings go to stderr
     assert memo.stat().st_mtime_ns == written  # recalled, not planned and written again

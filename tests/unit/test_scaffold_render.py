@@ -190,12 +190,12 @@ def test_user_config_alone_sets_account_partition_and_environment() -> None:
     desired = desired_of("scaffold_1b")
     unit = unit_of(desired, "finetune/Llama-3.2-1B-Instruct_rank4")
     user = parse_user_config({"account": "acct", "partition": "gpu-test", "modules": ["anaconda3/2025.6"],
-                              "conda_env": "my env", "venv": "/opt/venvs/x y"})
+                              "conda_env": "cruijff", "venv": "/opt/venvs/x y"})
     rendered = render_unit(desired, unit, user=user)
     script = rendered.script.text
     assert "#SBATCH --account=acct\n" in script and "#SBATCH --partition=gpu-test\n" in script
     assert "module load anaconda3/2025.6\n" in script
-    assert "conda activate 'my env'\n" in script
+    assert "conda activate cruijff\n" in script
     assert "source '/opt/venvs/x y/bin/activate'\n" in script
 
 
@@ -252,7 +252,7 @@ def test_v02_layout_places_scripts_and_checkpoints_where_the_dialect_says(tmp_pa
     reports = {r.unit: r for r in scaffold(desired, user=NO_USER)}
     assert all(r.status == "written" for r in reports.values())
     assert (exp / "exp" / "rank4" / "eval" / "capitalization_epoch2.slurm").is_file()
-    assert (exp / "exp" / "base" / "eval" / "capitalization_base.slurm").is_file()
+    assert (exp / "exp" / "base" / "eval" / "capitalization.slurm").is_file()
     config = yaml.safe_load((exp / "exp" / "rank4" / "finetune.yaml").read_text())
     assert config["checkpointer"]["output_dir"] == str(exp / "out" / "ck-out-rank4")
     assert (exp / "out" / "ck-out-rank4").is_dir()  # the fine-tune's --output directory

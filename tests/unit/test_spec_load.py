@@ -32,7 +32,7 @@ def test_v02_sweep_loads_with_its_own_layout() -> None:
     ev = desired.by_key()["eval/rank4/capitalization/epoch2"]
     assert ev.model_path == (root / "out" / "ck-out-rank4" / "epoch_2").resolve()
     assert ev.script == (root / "exp" / "rank4" / "eval" / "capitalization_epoch2.slurm").resolve()
-    assert desired.by_key()["eval/base/capitalization/base"].script.name == "capitalization_base.slurm"
+    assert desired.by_key()["eval/base/capitalization/base"].script.name == "capitalization.slurm"  # cruijff_kit v0.2's name
     assert ev.log_dir == (root / "exp" / "rank4" / "eval" / "logs").resolve()
 
 

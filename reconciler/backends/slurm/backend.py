@@ -38,8 +38,9 @@ CAPABILITIES = Capabilities(
 # A retried sbatch adopts a job of its tag submitted since its first try began, less this margin
 # for the controller's clock (an earlier attempt of the unit was submitted passes before).
 SUBMIT_CLOCK_SKEW_SECONDS = 5.0
-# sacct's default window is "since midnight": always pass an explicit start.
-SACCT_WINDOW_DAYS = 30
+# sacct's default window is "since midnight": always pass an explicit start. A year: the jobs asked
+# about by id include those that wrote the logs of an experiment adopted months after it ran.
+SACCT_WINDOW_DAYS = 365
 # Thousands of ids in one request hit RPC limits (submitit#1759); chunk past this.
 SACCT_CHUNK = 1000
 
