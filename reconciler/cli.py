@@ -391,7 +391,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
            max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None = None,
            targets: tuple[str, ...] = ()) -> None:
     from reconciler.apply import ApplyOptions
-    from reconciler.loop import exit_code_for, load_desired, run_pass, watch, watch_pass
+    from reconciler.loop import ReplaceOnce, exit_code_for, load_desired, run_pass, watch, watch_pass
     from reconciler.operations import prepare_unit
     from reconciler.report.progress import Progress
     from reconciler.report.workflow_logs import record_pass
@@ -412,6 +412,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         max_submit = 25
     options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
     progress = Progress(sys.stdout, desired, note)
+    replaced = ReplaceOnce()
     with experiment_lock(desired.layout.state_dir, wait_seconds):
         reported: set[str] = set()
 
@@ -421,9 +422,9 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
             desired = load_desired(exp) if watch_ else desired
             # A watch's pass that would repeat the last one (nothing it read has changed) is not run again.
             one_pass = watch_pass if watch_ else run_pass
-            result = one_pass(desired, backend,
-                              _policy(desired, max_attempts, replace, stage, targets) if watch_ else policy,
-                              act=True, options=options, prepare=prepare_unit)
+            this_policy = replaced.policy(_policy(desired, max_attempts, replace, stage, targets) if watch_ else policy)
+            result = one_pass(desired, backend, this_policy, act=True, options=options, prepare=prepare_unit)
+            replaced.note(result)
             for warning in record_pass(desired, result).warnings:
                 click.echo(f"warning: {warning}", err=True)
             for orphan in result.observation.unattributed:

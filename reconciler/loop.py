@@ -201,6 +201,25 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
     return result
 
 
+@dataclass
+class ReplaceOnce:
+    """`--replace KEY` re-runs KEY once per command. A watch re-plans every pass with the same
+    options: without this, the replacement's own result would be replaced again, pass after pass.
+    A key leaves the policy once a pass has submitted its replacement. (`--replace outdated` needs
+    no such care: the new job runs under the new fingerprint, so its result is not outdated.)"""
+
+    submitted: set[str] = field(default_factory=set)
+
+    def policy(self, policy: Policy) -> Policy:
+        if not policy.replace & self.submitted:
+            return policy
+        return replace(policy, replace=policy.replace - self.submitted)
+
+    def note(self, result: PassResult) -> None:
+        if result.applied is not None:
+            self.submitted.update(e.unit for e in result.applied.events if e.kind in ("submitted", "resubmitted"))
+
+
 def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[[PassResult], None],
           sleep: Callable[[float], None] = time.sleep, max_passes: int | None = None) -> PassResult:
     """Repeat passes until converged. Only this function sleeps."""
