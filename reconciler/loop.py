@@ -99,8 +99,11 @@ def asks_job_names(backend: Backend | None) -> bool:
 def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
              options: ApplyOptions = ApplyOptions(),
              prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None,
-             answered: tuple[Question | None, Snapshot | None, str] | None = None) -> PassResult:
-    """Observe, plan, and (when `act`) apply. `backend=None` plans offline.
+             answered: tuple[Question | None, Snapshot | None, str] | None = None,
+             presume_empty: bool = False) -> PassResult:
+    """Observe, plan, and (when `act`) apply. `backend=None` plans offline: the scheduler's state is
+    unknown, or with `presume_empty` (`reconcile plan --offline`) presumed to hold no job the journal
+    does not know of.
 
     `answered`: a question this process already put to the scheduler, with the answer; reused if the
     pass asks the same (one query per pass, even when a remembered plan was checked first).
@@ -129,10 +132,11 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
         events = record_observed(journal, view, snapshot, desired)
         if events:
             view = journal.read()
-    observation = observe(desired, view, snapshot, cache, scheduler_note=note, files=files)
+    observation = observe(desired, view, snapshot, cache, scheduler_note=note, files=files,
+                          presumed_empty=presume_empty and backend is None)
     the_plan = plan(desired.units, observation, policy, experiment=desired.experiment)
-    the_plan = Plan(experiment=the_plan.experiment, units=the_plan.units, scheduler_known=the_plan.scheduler_known,
-                    scheduler_note=the_plan.scheduler_note, warnings=desired.loaded.warnings + the_plan.warnings)
+    the_plan = replace(the_plan, warnings=desired.loaded.warnings + the_plan.warnings,
+                       backend=getattr(getattr(backend, "capabilities", None), "name", None))
     if the_plan.has_changes:
         the_plan = annotate(the_plan, desired, view)
     applied = None

@@ -64,6 +64,9 @@ class PlannedUnit:
     job_ids: tuple[str, ...] = ()
     # Not selected by --stage/--target (or waiting on a unit that is not): reported, never acted on.
     untouched: bool = False
+    # submit/resubmit decided without asking the scheduler (an offline plan presumes it holds nothing
+    # the journal does not know of): `apply` asks it first, and may find the job already there.
+    presumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class Plan:
     scheduler_known: bool = True
     scheduler_note: str = ""
     warnings: tuple[str, ...] = field(default=())
+    presumed_empty: bool = False  # offline: the scheduler was presumed to hold nothing the journal does not know of
+    backend: str | None = None  # the scheduler asked (local, slurm); None offline
 
     def counts(self) -> Counter[str]:
         return Counter(u.action for u in self.units)
@@ -93,6 +98,10 @@ class Plan:
             for u in self.units
         )
 
+    @property
+    def presumed(self) -> int:
+        return sum(1 for u in self.units if u.presumed)
+
     def summary_line(self) -> str:
         a, s = self.counts(), self.state_counts()
         release = f", {a['release']} to release" if a["release"] else ""
@@ -101,17 +110,24 @@ class Plan:
         outdated = f", {s['outdated']} outdated" if s["outdated"] else ""
         untouched = sum(1 for u in self.units if u.untouched)
         left = f"; {untouched} untouched (not selected)" if untouched else ""
+        presumed = self.presumed
+        presumed_note = f"; {presumed} presumed (scheduler not asked)" if presumed else ""
         return (f"Plan: {a['submit']} to submit, {a['resubmit']} to resubmit, {a['cancel']} to cancel{release}; "
                 f"{s['done']} done, {s['queued'] + s['running']} in flight, {s['blocked']} blocked"
-                f"{failed}{outdated}{unknown}{left}")
+                f"{failed}{outdated}{unknown}{left}{presumed_note}")
 
 
 def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy: Policy,
          experiment: str = "") -> Plan:
-    """Pure: no I/O, no clock. Fine-tunes are planned before the evals that depend on them."""
+    """Pure: no I/O, no clock. Fine-tunes are planned before the evals that depend on them.
+
+    An observation made offline presumes an empty scheduler: the jobs the journal says are in flight
+    stay unknown, and everything else is planned as if the scheduler had answered that it holds no
+    job; each submission so decided is marked `presumed`.
+    """
     decided: dict[str, PlannedUnit] = {}
     evidence = observation.get
-    scheduler_known = observation.scheduler_known
+    scheduler_known = observation.scheduler_known or observation.presumed_empty
     selected = policy.selected
     held: set[str] = set()  # not selected, though they would act: what waits on them waits
     for unit in units:
@@ -134,8 +150,11 @@ def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy:
             if selected is not None and unit.key not in selected:
                 p = _untouched(p)
             decided[unit.key] = p
-    return Plan(experiment=experiment, units=tuple(decided[u.key] for u in units),
-                scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note,
+    planned = tuple(decided[u.key] for u in units)
+    if observation.presumed_empty:
+        planned = tuple(_presumed(p) if p.action in SUBMITTING else p for p in planned)
+    return Plan(experiment=experiment, units=planned, scheduler_known=observation.scheduler_known,
+                scheduler_note=observation.scheduler_note, presumed_empty=observation.presumed_empty,
                 warnings=tuple(str(orphan) for orphan in observation.unattributed))
 
 
@@ -148,6 +167,10 @@ def _untouched(p: PlannedUnit) -> PlannedUnit:
     would = f"would {p.action}: " if p.action not in ("none", "wait") else ""
     return replace(p, action="none", untouched=True, reason=f"not selected: {would}{p.reason}",
                    after=(), job_ids=())
+
+
+def _presumed(p: PlannedUnit) -> PlannedUnit:
+    return replace(p, presumed=True, reason=f"scheduler not asked; {p.reason}")
 
 
 def _first_decided(keys: tuple[str, ...], decided: dict[str, PlannedUnit]) -> PlannedUnit | None:
