@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reconciler import pass_memo
-from reconciler.backends import BACKEND_NAMES, make_backend
+from reconciler.backends import BACKEND_NAMES
+from reconciler.backends.choice import choose_backend, record_backend
 from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.gcpause import one_shot_command
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 EXP = click.argument("exp", type=click.Path(path_type=Path), default=Path("."), required=False)
 
-BACKEND_HELP = ("The scheduler: local (jobs run on this machine), slurm, or auto (SLURM when its controller "
-                "answers, else local). Name the backend the experiment was applied with.")
+BACKEND_HELP = ("The scheduler: local (jobs run on this machine), slurm, or auto (the backend the experiment was "
+                "applied with; never applied: SLURM when its controller answers, else local).")
 WAIT_HELP = "Wait up to this many seconds for another reconciler's lock on the experiment instead of exiting."
 
 
@@ -116,9 +117,14 @@ def _list_errors(errors: list[str], max_errors: int | None) -> None:
                    "without it every one is listed)", err=True)
 
 
-def _scheduler(desired: Desired, backend: str, offline: bool) -> Backend | None:
+def _backend(desired: Desired, requested: str, exp: Path) -> tuple[Backend, str]:
+    """The backend to ask (`auto`: the one the experiment was applied with) and a note saying which."""
+    return choose_backend(requested, desired.layout.state_dir, lambda: desired.experiment, str(exp))
+
+
+def _scheduler(desired: Desired, backend: str, offline: bool, exp: Path) -> tuple[Backend | None, str]:
     """The backend to ask, or None for --offline (plans then report the scheduler as unknown)."""
-    return None if offline else make_backend(backend, desired.layout.state_dir)[0]
+    return (None, "backend: none (--offline)") if offline else _backend(desired, backend, exp)
 
 
 def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = (),
@@ -206,10 +212,15 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
     """Show what apply would do, changing nothing."""
     one_shot_command()
     try:
+        def backend_for(state_dir: Path) -> Backend:
+            from reconciler.loop import load_desired
+
+            return choose_backend(backend, state_dir, lambda: load_desired(exp).experiment, str(exp))[0]
+
         the_plan, desired = pass_memo.plan_pass(
             exp, (backend, max_attempts, replace, stage, targets),
             policy_for=lambda d: _policy(d, max_attempts, replace, stage, targets),
-            backend_for=None if offline else (lambda state_dir: make_backend(backend, state_dir)[0]))
+            backend_for=None if offline else backend_for)
         for warning in the_plan.warnings:
             click.echo(f"warning: {warning}", err=True)
         if desired is not None:  # a recalled plan read nothing, and its inputs have not changed since
@@ -279,13 +290,13 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     from reconciler.report.state_file import read_state
 
     desired = load_desired(exp)
-    chosen = _scheduler(desired, backend, offline)
+    chosen, note = _scheduler(desired, backend, offline, exp)
     result = run_pass(desired, chosen, _policy(desired, None), act=False)
     state = read_state(desired.layout.state_dir)
     if as_json:
         click.echo(json.dumps(status_render.status_record(result, state), indent=2))
         return
-    status_render.write_status(result, sys.stdout, state=state)
+    status_render.write_status(result, sys.stdout, state=state, backend_note=note)
 
 
 @main.command(epilog=EXAMPLES["summarize"])
@@ -303,7 +314,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
     from reconciler.report.summary import build_summary, write_summary
 
     desired = load_desired(exp)
-    chosen = _scheduler(desired, backend, offline)
+    chosen, _ = _scheduler(desired, backend, offline, exp)
     result = run_pass(desired, chosen, _policy(desired, None), act=False)
     # The suggested commands name the scheduler the jobs run on (unknown offline, unless named).
     named = chosen.capabilities.name if chosen is not None else (None if backend == "auto" else backend)
@@ -400,7 +411,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     _warn(desired)
     _preflight(desired, environment=True)
     policy = _policy(desired, max_attempts, replace, stage, targets)
-    backend, note = make_backend(backend_name, desired.layout.state_dir)
+    backend, note = _backend(desired, backend_name, exp)
     caps = backend.capabilities
     if interval is None:
         interval = caps.default_poll_seconds
@@ -414,6 +425,10 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     progress = Progress(sys.stdout, desired, note)
     replaced = ReplaceOnce()
     with experiment_lock(desired.layout.state_dir, wait_seconds):
+        # Later commands (`auto`) ask the backend this experiment was applied with.
+        problem = record_backend(desired.layout.state_dir, caps.name)
+        if problem:
+            click.echo(f"warning: {problem}", err=True)
         reported: set[str] = set()
 
         def one() -> PassResult:
@@ -482,7 +497,7 @@ def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     from reconciler.operations import cancel_all
 
     desired = load_desired(exp)
-    chosen, _ = make_backend(backend, desired.layout.state_dir)
+    chosen, _ = _backend(desired, backend, exp)
     with experiment_lock(desired.layout.state_dir, wait_seconds):
         cancelled = cancel_all(desired, chosen)
     for unit, job_id in cancelled:

@@ -169,7 +169,11 @@ def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[D
     spec_file = os.path.abspath(path)
     state_dir = Path(os.path.dirname(spec_file), ".reconciler")
     text = spec_text(path)
-    key = None if text is None else memo_key(spec_file, text, (options, backend_for is None))
+    # The backend recorded at the last apply is what `auto` asks: a new record is another question.
+    from reconciler.backends.choice import recorded_backend
+
+    key = None if text is None else memo_key(spec_file, text, (options, backend_for is None,
+                                                                recorded_backend(state_dir)))
     answered = None
     backend: Backend | None = None
     memo = None if key is None else recall(state_dir, key)
