@@ -76,14 +76,31 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _check_cwd()
             return fn(*args, **kwargs)
-        except SpecError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
         except ReconcilerError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # A file system in trouble (read-only, full, deleted under us) where no narrower
+            # handler said more: an environment error, one line, exit 1.
+            click.echo(f"error: {os_error_line(exc)}", err=True)
+            sys.exit(1)
     return wrapper
+
+
+def _check_cwd() -> None:
+    """Relative paths mean nothing once the current directory is deleted: say so, not "file not found"."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists (deleted?): cd to the experiment and run the "
+                         "command again") from None
+
+
+def os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}; nothing further was done"
 
 
 def _warn(desired: Desired) -> None:
@@ -267,9 +284,13 @@ def diff(old: str, new: str, fmt: str) -> None:
     from reconciler.report import diff_render
 
     try:
+        _check_cwd()
         result = diff_specs(load_source(old), load_source(new), old_label=old, new_label=new)
     except ReconcilerError as exc:  # SpecError too: 2 must only ever mean "they differ"
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"error: {os_error_line(exc)}", err=True)
         sys.exit(1)
     writers = {"text": diff_render.write_text, "json": diff_render.write_json, "markdown": diff_render.write_markdown}
     writers[fmt](result, sys.stdout)
@@ -342,7 +363,11 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     desired = load_desired(exp)
     _warn(desired)
     _preflight(desired, environment=False)
-    reports = render_all(desired, dry_run=dry_run, force=force)
+    try:
+        reports = render_all(desired, dry_run=dry_run, force=force)
+    except OSError as exc:
+        raise ReconcilerError(f"cannot write {exc.filename or desired.layout.experiment_dir}: "
+                              f"{exc.strerror or exc}; nothing more was written") from None
     # A dry run writes nothing: its labels say what a real run would do.
     labels = {"written": "would write", "rerendered": "would rerender"} if dry_run else {}
     width = max([10] + [len(labels.get(r.status, r.status)) for r in reports])
@@ -424,6 +449,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
     progress = Progress(sys.stdout, desired, note)
     replaced = ReplaceOnce()
+    warned: set[str] = set()  # a watch repeats a warning only once it has stopped and come back
     with experiment_lock(desired.layout.state_dir, wait_seconds):
         # Later commands (`auto`) ask the backend this experiment was applied with.
         problem = record_backend(desired.layout.state_dir, caps.name)
@@ -440,8 +466,12 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
             this_policy = replaced.policy(_policy(desired, max_attempts, replace, stage, targets) if watch_ else policy)
             result = one_pass(desired, backend, this_policy, act=True, options=options, prepare=prepare_unit)
             replaced.note(result)
-            for warning in record_pass(desired, result).warnings:
-                click.echo(f"warning: {warning}", err=True)
+            warnings = record_pass(desired, result).warnings
+            for warning in warnings:
+                if warning not in warned:
+                    click.echo(f"warning: {warning}", err=True)
+            warned.clear()
+            warned.update(warnings)
             for orphan in result.observation.unattributed:
                 if orphan.path not in reported:  # each once per command, not every pass of a watch
                     reported.add(orphan.path)
@@ -464,12 +494,19 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         if watch_ and result.converged:
             _summarize_quietly(desired, result, caps.name, _policy(desired, max_attempts, replace))
     if watch_:
+        if result.stalled:
+            click.echo(f"error: the watch cannot go on: {result.stalled}. Free some space (or fix the file system) "
+                       f"and run again: {hints.reconcile('apply', desired.loaded.path, caps.name, '--watch')}",
+                       err=True)
         code = exit_code_for(result)
         if code == 3:
             click.echo("some units failed or are blocked; why, and what to read: "
                        f"{hints.reconcile('status', desired.loaded.path, caps.name)}", err=True)
         sys.exit(code)
     if result.applied is not None and result.applied.errors:
+        errors = result.applied.errors
+        more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
+        click.echo(f"error: {errors[0]}{more}", err=True)
         sys.exit(1)
 
 
@@ -480,8 +517,11 @@ def _summarize_quietly(desired: Desired, result: PassResult, backend: str, polic
     try:
         # The watch's budget (--max-attempts), not the spec's: the summary says what this watch did.
         _, path = write_summary(desired, result.observation, backend=backend, policy=policy)
-    except (OSError, ReconcilerError) as exc:
-        click.echo(f"warning: cannot write summary.md: {exc}", err=True)
+    except ReconcilerError as exc:
+        click.echo(f"warning: {exc}", err=True)
+        return
+    except OSError as exc:
+        click.echo(f"warning: cannot write summary.md: {os_error_line(exc)}", err=True)
         return
     click.echo(f"results: {path}")
 

@@ -24,7 +24,7 @@ from reconciler.observe.observation import (
     observe_files,
     settle,
 )
-from reconciler.plan import Plan, PlannedUnit, Policy, plan
+from reconciler.plan import IN_FLIGHT, Plan, PlannedUnit, Policy, plan
 from reconciler.plan_notes import annotate
 from reconciler.spec.load import load_spec
 from reconciler.spec.location import spec_path, spec_text
@@ -55,6 +55,20 @@ class PassResult:
         if self.applied is not None and self.applied.changed:
             return False
         return self.plan.converged
+
+    @property
+    def stalled(self) -> str | None:
+        """Why a watch cannot go on by itself, or None: the file system refused what this pass had to
+        write (a full disk, a quota), nothing was submitted, and nothing is in flight whose end could
+        change that. Waiting would repeat the same refusal every pass until someone frees space."""
+        applied = self.applied
+        if applied is None or applied.held_by_filesystem is None:
+            return None
+        if any(e.kind in ("submitted", "resubmitted") for e in applied.events):
+            return None
+        if any(p.state in IN_FLIGHT for p in self.plan.units):
+            return None
+        return applied.held_by_filesystem
 
 
 # The last spec loaded, with its text: a watch re-reads the file every pass, and expanding 100k
@@ -226,13 +240,13 @@ class ReplaceOnce:
 
 def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[[PassResult], None],
           sleep: Callable[[float], None] = time.sleep, max_passes: int | None = None) -> PassResult:
-    """Repeat passes until converged. Only this function sleeps."""
+    """Repeat passes until converged, or stalled. Only this function sleeps."""
     passes = 0
     while True:
         result = run_one()
         on_pass(result)
         passes += 1
-        if result.converged or (max_passes is not None and passes >= max_passes):
+        if result.converged or result.stalled or (max_passes is not None and passes >= max_passes):
             return result
         sleep(interval)
 

@@ -184,3 +184,37 @@ def test_a_watch_asked_to_replace_a_unit_replaces_it_once() -> None:
         result, passes = drive(desired, sim, Policy(replace=keys), max_passes=30)
         assert result.converged and exit_code_for(result) == 0, passes
         assert sim.started == {"finetune/r0": 2, "eval/r0/t/epoch1": 2}
+
+
+def test_a_watch_that_cannot_write_ends_unless_something_is_in_flight() -> None:
+    """A full disk: the unit waits without spending an attempt, but a watch with nothing in flight
+    would wait forever for a person to free space. It ends, saying why; with jobs in flight it goes on."""
+    import errno
+
+    from reconciler.loop import run_pass
+
+    with tempfile.TemporaryDirectory() as tmp:
+        desired = make_desired(Path(tmp), runs=1, epochs=1, control=True)
+        sim = SimScheduler(desired, Script())
+        full = {"eval/ctl/t/base"}
+
+        def prepare(_desired: Desired, unit: object, _planned: object) -> None:
+            if getattr(unit, "key") in full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def one() -> PassResult:
+            return run_pass(desired, sim, Policy(), act=True, prepare=prepare)  # type: ignore[arg-type]
+
+        seen: list[PassResult] = []
+        result = watch(one, 1.0, seen.append, sleep=sim.tick, max_passes=40)
+        # The fine-tune and its eval ran and finished meanwhile; then only the refused unit is left,
+        # and the watch ends at the first pass where nothing is in flight.
+        assert not result.converged and result.stalled and "No space left on device" in result.stalled
+        assert len(seen) < 40 and not any(r.stalled for r in seen[:-1])
+        assert any(p.state in ("queued", "running") for p in seen[-2].plan.units)
+        assert exit_code_for(result) == 1 and not sim.live_by_unit()
+        assert {p.key: p.state for p in result.plan.units} == {
+            "finetune/r0": "done", "eval/r0/t/epoch0": "done", "eval/ctl/t/base": "missing"}
+        full.clear()  # space freed: the next run converges
+        result = watch(one, 1.0, lambda _: None, sleep=sim.tick, max_passes=40)
+        assert result.converged and exit_code_for(result) == 0
