@@ -31,6 +31,9 @@ class ApplyResult:
     events: list[Event] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     scheduler_down: bool = False
+    # Set when the file system refused what a submission needed for a passing reason (a full disk,
+    # a quota): the unit waits for a later pass, and says why here.
+    held_by_filesystem: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -143,6 +146,7 @@ def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal,
                 # missing, and the pass submits nothing more (the next units would meet it too).
                 result.errors.append(f"{p.key}: {detail} (not counted as an attempt: the next pass tries again)")
                 result.events.append(Event(p.key, "failed_submit", detail))
+                result.held_by_filesystem = f"{p.key}: {detail}"
                 break
             # Journaled like a refused submission: it counts against the budget, so a watch
             # does not try the same broken unit forever.

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reconciler import pass_memo
-from reconciler.backends import BACKEND_NAMES, make_backend
+from reconciler.backends import BACKEND_NAMES
+from reconciler.backends.choice import choose_backend, record_backend
 from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.gcpause import one_shot_command
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 EXP = click.argument("exp", type=click.Path(path_type=Path), default=Path("."), required=False)
 
-BACKEND_HELP = ("The scheduler: local (jobs run on this machine), slurm, or auto (SLURM when its controller "
-                "answers, else local). Name the backend the experiment was applied with.")
+BACKEND_HELP = ("The scheduler: local (jobs run on this machine), slurm, or auto (the backend the experiment was "
+                "applied with; never applied: SLURM when its controller answers, else local).")
 WAIT_HELP = "Wait up to this many seconds for another reconciler's lock on the experiment instead of exiting."
 
 
@@ -75,14 +76,31 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _check_cwd()
             return fn(*args, **kwargs)
-        except SpecError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
         except ReconcilerError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # A file system in trouble (read-only, full, deleted under us) where no narrower
+            # handler said more: an environment error, one line, exit 1.
+            click.echo(f"error: {os_error_line(exc)}", err=True)
+            sys.exit(1)
     return wrapper
+
+
+def _check_cwd() -> None:
+    """Relative paths mean nothing once the current directory is deleted: say so, not "file not found"."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists (deleted?): cd to the experiment and run the "
+                         "command again") from None
+
+
+def os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}; nothing further was done"
 
 
 def _warn(desired: Desired) -> None:
@@ -116,9 +134,14 @@ def _list_errors(errors: list[str], max_errors: int | None) -> None:
                    "without it every one is listed)", err=True)
 
 
-def _scheduler(desired: Desired, backend: str, offline: bool) -> Backend | None:
+def _backend(desired: Desired, requested: str, exp: Path) -> tuple[Backend, str]:
+    """The backend to ask (`auto`: the one the experiment was applied with) and a note saying which."""
+    return choose_backend(requested, desired.layout.state_dir, lambda: desired.experiment, str(exp))
+
+
+def _scheduler(desired: Desired, backend: str, offline: bool, exp: Path) -> tuple[Backend | None, str]:
     """The backend to ask, or None for --offline (plans then report the scheduler as unknown)."""
-    return None if offline else make_backend(backend, desired.layout.state_dir)[0]
+    return (None, "backend: none (--offline)") if offline else _backend(desired, backend, exp)
 
 
 def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = (),
@@ -206,10 +229,15 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
     """Show what apply would do, changing nothing."""
     one_shot_command()
     try:
+        def backend_for(state_dir: Path) -> Backend:
+            from reconciler.loop import load_desired
+
+            return choose_backend(backend, state_dir, lambda: load_desired(exp).experiment, str(exp))[0]
+
         the_plan, desired = pass_memo.plan_pass(
             exp, (backend, max_attempts, replace, stage, targets),
             policy_for=lambda d: _policy(d, max_attempts, replace, stage, targets),
-            backend_for=None if offline else (lambda state_dir: make_backend(backend, state_dir)[0]))
+            backend_for=None if offline else backend_for)
         for warning in the_plan.warnings:
             click.echo(f"warning: {warning}", err=True)
         if desired is not None:  # a recalled plan read nothing, and its inputs have not changed since
@@ -256,9 +284,13 @@ def diff(old: str, new: str, fmt: str) -> None:
     from reconciler.report import diff_render
 
     try:
+        _check_cwd()
         result = diff_specs(load_source(old), load_source(new), old_label=old, new_label=new)
     except ReconcilerError as exc:  # SpecError too: 2 must only ever mean "they differ"
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"error: {os_error_line(exc)}", err=True)
         sys.exit(1)
     writers = {"text": diff_render.write_text, "json": diff_render.write_json, "markdown": diff_render.write_markdown}
     writers[fmt](result, sys.stdout)
@@ -279,13 +311,13 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     from reconciler.report.state_file import read_state
 
     desired = load_desired(exp)
-    chosen = _scheduler(desired, backend, offline)
+    chosen, note = _scheduler(desired, backend, offline, exp)
     result = run_pass(desired, chosen, _policy(desired, None), act=False)
     state = read_state(desired.layout.state_dir)
     if as_json:
         click.echo(json.dumps(status_render.status_record(result, state), indent=2))
         return
-    status_render.write_status(result, sys.stdout, state=state)
+    status_render.write_status(result, sys.stdout, state=state, backend_note=note)
 
 
 @main.command(epilog=EXAMPLES["summarize"])
@@ -303,7 +335,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
     from reconciler.report.summary import build_summary, write_summary
 
     desired = load_desired(exp)
-    chosen = _scheduler(desired, backend, offline)
+    chosen, _ = _scheduler(desired, backend, offline, exp)
     result = run_pass(desired, chosen, _policy(desired, None), act=False)
     # The suggested commands name the scheduler the jobs run on (unknown offline, unless named).
     named = chosen.capabilities.name if chosen is not None else (None if backend == "auto" else backend)
@@ -331,7 +363,11 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     desired = load_desired(exp)
     _warn(desired)
     _preflight(desired, environment=False)
-    reports = render_all(desired, dry_run=dry_run, force=force)
+    try:
+        reports = render_all(desired, dry_run=dry_run, force=force)
+    except OSError as exc:
+        raise ReconcilerError(f"cannot write {exc.filename or desired.layout.experiment_dir}: "
+                              f"{exc.strerror or exc}; nothing more was written") from None
     # A dry run writes nothing: its labels say what a real run would do.
     labels = {"written": "would write", "rerendered": "would rerender"} if dry_run else {}
     width = max([10] + [len(labels.get(r.status, r.status)) for r in reports])
@@ -391,7 +427,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
            max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None = None,
            targets: tuple[str, ...] = ()) -> None:
     from reconciler.apply import ApplyOptions
-    from reconciler.loop import exit_code_for, load_desired, run_pass, watch, watch_pass
+    from reconciler.loop import ReplaceOnce, exit_code_for, load_desired, run_pass, watch, watch_pass
     from reconciler.operations import prepare_unit
     from reconciler.report.progress import Progress
     from reconciler.report.workflow_logs import record_pass
@@ -400,7 +436,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     _warn(desired)
     _preflight(desired, environment=True)
     policy = _policy(desired, max_attempts, replace, stage, targets)
-    backend, note = make_backend(backend_name, desired.layout.state_dir)
+    backend, note = _backend(desired, backend_name, exp)
     caps = backend.capabilities
     if interval is None:
         interval = caps.default_poll_seconds
@@ -412,7 +448,13 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         max_submit = 25
     options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
     progress = Progress(sys.stdout, desired, note)
+    replaced = ReplaceOnce()
+    warned: set[str] = set()  # a watch repeats a warning only once it has stopped and come back
     with experiment_lock(desired.layout.state_dir, wait_seconds):
+        # Later commands (`auto`) ask the backend this experiment was applied with.
+        problem = record_backend(desired.layout.state_dir, caps.name)
+        if problem:
+            click.echo(f"warning: {problem}", err=True)
         reported: set[str] = set()
 
         def one() -> PassResult:
@@ -421,11 +463,15 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
             desired = load_desired(exp) if watch_ else desired
             # A watch's pass that would repeat the last one (nothing it read has changed) is not run again.
             one_pass = watch_pass if watch_ else run_pass
-            result = one_pass(desired, backend,
-                              _policy(desired, max_attempts, replace, stage, targets) if watch_ else policy,
-                              act=True, options=options, prepare=prepare_unit)
-            for warning in record_pass(desired, result).warnings:
-                click.echo(f"warning: {warning}", err=True)
+            this_policy = replaced.policy(_policy(desired, max_attempts, replace, stage, targets) if watch_ else policy)
+            result = one_pass(desired, backend, this_policy, act=True, options=options, prepare=prepare_unit)
+            replaced.note(result)
+            warnings = record_pass(desired, result).warnings
+            for warning in warnings:
+                if warning not in warned:
+                    click.echo(f"warning: {warning}", err=True)
+            warned.clear()
+            warned.update(warnings)
             for orphan in result.observation.unattributed:
                 if orphan.path not in reported:  # each once per command, not every pass of a watch
                     reported.add(orphan.path)
@@ -448,12 +494,19 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         if watch_ and result.converged:
             _summarize_quietly(desired, result, caps.name, _policy(desired, max_attempts, replace))
     if watch_:
+        if result.stalled:
+            click.echo(f"error: the watch cannot go on: {result.stalled}. Free some space (or fix the file system) "
+                       f"and run again: {hints.reconcile('apply', desired.loaded.path, caps.name, '--watch')}",
+                       err=True)
         code = exit_code_for(result)
         if code == 3:
             click.echo("some units failed or are blocked; why, and what to read: "
                        f"{hints.reconcile('status', desired.loaded.path, caps.name)}", err=True)
         sys.exit(code)
     if result.applied is not None and result.applied.errors:
+        errors = result.applied.errors
+        more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
+        click.echo(f"error: {errors[0]}{more}", err=True)
         sys.exit(1)
 
 
@@ -464,8 +517,11 @@ def _summarize_quietly(desired: Desired, result: PassResult, backend: str, polic
     try:
         # The watch's budget (--max-attempts), not the spec's: the summary says what this watch did.
         _, path = write_summary(desired, result.observation, backend=backend, policy=policy)
-    except (OSError, ReconcilerError) as exc:
-        click.echo(f"warning: cannot write summary.md: {exc}", err=True)
+    except ReconcilerError as exc:
+        click.echo(f"warning: {exc}", err=True)
+        return
+    except OSError as exc:
+        click.echo(f"warning: cannot write summary.md: {os_error_line(exc)}", err=True)
         return
     click.echo(f"results: {path}")
 
@@ -481,7 +537,7 @@ def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     from reconciler.operations import cancel_all
 
     desired = load_desired(exp)
-    chosen, _ = make_backend(backend, desired.layout.state_dir)
+    chosen, _ = _backend(desired, backend, exp)
     with experiment_lock(desired.layout.state_dir, wait_seconds):
         cancelled = cancel_all(desired, chosen)
     for unit, job_id in cancelled:

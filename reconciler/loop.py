@@ -24,7 +24,7 @@ from reconciler.observe.observation import (
     observe_files,
     settle,
 )
-from reconciler.plan import Plan, PlannedUnit, Policy, plan
+from reconciler.plan import IN_FLIGHT, Plan, PlannedUnit, Policy, plan
 from reconciler.plan_notes import annotate
 from reconciler.spec.load import load_spec
 from reconciler.spec.location import spec_path, spec_text
@@ -55,6 +55,20 @@ class PassResult:
         if self.applied is not None and self.applied.changed:
             return False
         return self.plan.converged
+
+    @property
+    def stalled(self) -> str | None:
+        """Why a watch cannot go on by itself, or None: the file system refused what this pass had to
+        write (a full disk, a quota), nothing was submitted, and nothing is in flight whose end could
+        change that. Waiting would repeat the same refusal every pass until someone frees space."""
+        applied = self.applied
+        if applied is None or applied.held_by_filesystem is None:
+            return None
+        if any(e.kind in ("submitted", "resubmitted") for e in applied.events):
+            return None
+        if any(p.state in IN_FLIGHT for p in self.plan.units):
+            return None
+        return applied.held_by_filesystem
 
 
 # The last spec loaded, with its text: a watch re-reads the file every pass, and expanding 100k
@@ -99,8 +113,11 @@ def asks_job_names(backend: Backend | None) -> bool:
 def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
              options: ApplyOptions = ApplyOptions(),
              prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None,
-             answered: tuple[Question | None, Snapshot | None, str] | None = None) -> PassResult:
-    """Observe, plan, and (when `act`) apply. `backend=None` plans offline.
+             answered: tuple[Question | None, Snapshot | None, str] | None = None,
+             presume_empty: bool = False) -> PassResult:
+    """Observe, plan, and (when `act`) apply. `backend=None` plans offline: the scheduler's state is
+    unknown, or with `presume_empty` (`reconcile plan --offline`) presumed to hold no job the journal
+    does not know of.
 
     `answered`: a question this process already put to the scheduler, with the answer; reused if the
     pass asks the same (one query per pass, even when a remembered plan was checked first).
@@ -129,10 +146,11 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
         events = record_observed(journal, view, snapshot, desired)
         if events:
             view = journal.read()
-    observation = observe(desired, view, snapshot, cache, scheduler_note=note, files=files)
+    observation = observe(desired, view, snapshot, cache, scheduler_note=note, files=files,
+                          presumed_empty=presume_empty and backend is None)
     the_plan = plan(desired.units, observation, policy, experiment=desired.experiment)
-    the_plan = Plan(experiment=the_plan.experiment, units=the_plan.units, scheduler_known=the_plan.scheduler_known,
-                    scheduler_note=the_plan.scheduler_note, warnings=desired.loaded.warnings + the_plan.warnings)
+    the_plan = replace(the_plan, warnings=desired.loaded.warnings + the_plan.warnings,
+                       backend=getattr(getattr(backend, "capabilities", None), "name", None))
     if the_plan.has_changes:
         the_plan = annotate(the_plan, desired, view)
     applied = None
@@ -201,15 +219,34 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
     return result
 
 
+@dataclass
+class ReplaceOnce:
+    """`--replace KEY` re-runs KEY once per command. A watch re-plans every pass with the same
+    options: without this, the replacement's own result would be replaced again, pass after pass.
+    A key leaves the policy once a pass has submitted its replacement. (`--replace outdated` needs
+    no such care: the new job runs under the new fingerprint, so its result is not outdated.)"""
+
+    submitted: set[str] = field(default_factory=set)
+
+    def policy(self, policy: Policy) -> Policy:
+        if not policy.replace & self.submitted:
+            return policy
+        return replace(policy, replace=policy.replace - self.submitted)
+
+    def note(self, result: PassResult) -> None:
+        if result.applied is not None:
+            self.submitted.update(e.unit for e in result.applied.events if e.kind in ("submitted", "resubmitted"))
+
+
 def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[[PassResult], None],
           sleep: Callable[[float], None] = time.sleep, max_passes: int | None = None) -> PassResult:
-    """Repeat passes until converged. Only this function sleeps."""
+    """Repeat passes until converged, or stalled. Only this function sleeps."""
     passes = 0
     while True:
         result = run_one()
         on_pass(result)
         passes += 1
-        if result.converged or (max_passes is not None and passes >= max_passes):
+        if result.converged or result.stalled or (max_passes is not None and passes >= max_passes):
             return result
         sleep(interval)
 

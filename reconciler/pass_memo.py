@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from reconciler.spec.units import Desired
 
 MEMO_NAME = "plan-memo"
-FORMAT = 2  # 2: stats hold the ctime
+FORMAT = 3  # 2: stats hold the ctime; 3: presumed plans, the backend asked
 # Coarser than any filesystem's mtime granularity we know of (FAT: 2 s; ext4, XFS, NFS: 1 s or finer).
 RACY_NS = 2_000_000_000
 
@@ -94,7 +94,7 @@ def recall(state_dir: Path, key: str) -> Memo | None:
             return None
         kept = doc["plan"]
         plan = Plan(experiment=kept[0], scheduler_known=kept[1], scheduler_note=kept[2], warnings=tuple(kept[3]),
-                    units=tuple(PlannedUnit(*row) for row in kept[4]))
+                    units=tuple(PlannedUnit(*row) for row in kept[4]), presumed_empty=kept[5], backend=kept[6])
         question = doc["question"]
         return Memo(plan=plan, question=None if question is None else (question[0], tuple(question[1])),
                     answer=doc["answer"])
@@ -128,7 +128,8 @@ def remember(state_dir: Path, key: str, record: dict[str, inputs.Stat], plan: Pl
     doc = {
         "format": FORMAT, "key": key, "paths": list(record), "stats": list(record.values()),
         "question": question, "answer": answer,
-        "plan": (plan.experiment, plan.scheduler_known, plan.scheduler_note, list(plan.warnings), rows),
+        "plan": (plan.experiment, plan.scheduler_known, plan.scheduler_note, list(plan.warnings), rows,
+                 plan.presumed_empty, plan.backend),
     }
     body = marshal.dumps(doc)
     target = state_dir / MEMO_NAME
@@ -168,7 +169,11 @@ def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[D
     spec_file = os.path.abspath(path)
     state_dir = Path(os.path.dirname(spec_file), ".reconciler")
     text = spec_text(path)
-    key = None if text is None else memo_key(spec_file, text, (options, backend_for is None))
+    # The backend recorded at the last apply is what `auto` asks: a new record is another question.
+    from reconciler.backends.choice import recorded_backend
+
+    key = None if text is None else memo_key(spec_file, text, (options, backend_for is None,
+                                                                recorded_backend(state_dir)))
     answered = None
     backend: Backend | None = None
     memo = None if key is None else recall(state_dir, key)
@@ -189,10 +194,12 @@ def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[D
     policy = policy_for(desired)
     if backend is None and backend_for is not None:
         backend = backend_for(desired.layout.state_dir)
+    # Offline, the plan presumes an empty scheduler (what a pull request's CI wants to see).
+    presume = backend_for is None
     if key is None or desired.layout.state_dir != state_dir or not state_dir.is_dir():
-        return run_pass(desired, backend, policy, act=False, answered=answered).plan, desired
+        return run_pass(desired, backend, policy, act=False, answered=answered, presume_empty=presume).plan, desired
     with inputs.recording() as record:
-        result = run_pass(desired, backend, policy, act=False, answered=answered)
+        result = run_pass(desired, backend, policy, act=False, answered=answered, presume_empty=presume)
     remember(state_dir, key, record, result.plan, result.question,
              answer_digest(result.snapshot, result.plan.scheduler_note))
     return result.plan, desired

@@ -64,6 +64,9 @@ class PlannedUnit:
     job_ids: tuple[str, ...] = ()
     # Not selected by --stage/--target (or waiting on a unit that is not): reported, never acted on.
     untouched: bool = False
+    # submit/resubmit decided without asking the scheduler (an offline plan presumes it holds nothing
+    # the journal does not know of): `apply` asks it first, and may find the job already there.
+    presumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class Plan:
     scheduler_known: bool = True
     scheduler_note: str = ""
     warnings: tuple[str, ...] = field(default=())
+    presumed_empty: bool = False  # offline: the scheduler was presumed to hold nothing the journal does not know of
+    backend: str | None = None  # the scheduler asked (local, slurm); None offline
 
     def counts(self) -> Counter[str]:
         return Counter(u.action for u in self.units)
@@ -93,6 +98,10 @@ class Plan:
             for u in self.units
         )
 
+    @property
+    def presumed(self) -> int:
+        return sum(1 for u in self.units if u.presumed)
+
     def summary_line(self) -> str:
         a, s = self.counts(), self.state_counts()
         release = f", {a['release']} to release" if a["release"] else ""
@@ -101,17 +110,24 @@ class Plan:
         outdated = f", {s['outdated']} outdated" if s["outdated"] else ""
         untouched = sum(1 for u in self.units if u.untouched)
         left = f"; {untouched} untouched (not selected)" if untouched else ""
+        presumed = self.presumed
+        presumed_note = f"; {presumed} presumed (scheduler not asked)" if presumed else ""
         return (f"Plan: {a['submit']} to submit, {a['resubmit']} to resubmit, {a['cancel']} to cancel{release}; "
                 f"{s['done']} done, {s['queued'] + s['running']} in flight, {s['blocked']} blocked"
-                f"{failed}{outdated}{unknown}{left}")
+                f"{failed}{outdated}{unknown}{left}{presumed_note}")
 
 
 def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy: Policy,
          experiment: str = "") -> Plan:
-    """Pure: no I/O, no clock. Fine-tunes are planned before the evals that depend on them."""
+    """Pure: no I/O, no clock. Fine-tunes are planned before the evals that depend on them.
+
+    An observation made offline presumes an empty scheduler: the jobs the journal says are in flight
+    stay unknown, and everything else is planned as if the scheduler had answered that it holds no
+    job; each submission so decided is marked `presumed`.
+    """
     decided: dict[str, PlannedUnit] = {}
     evidence = observation.get
-    scheduler_known = observation.scheduler_known
+    scheduler_known = observation.scheduler_known or observation.presumed_empty
     selected = policy.selected
     held: set[str] = set()  # not selected, though they would act: what waits on them waits
     for unit in units:
@@ -134,8 +150,11 @@ def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy:
             if selected is not None and unit.key not in selected:
                 p = _untouched(p)
             decided[unit.key] = p
-    return Plan(experiment=experiment, units=tuple(decided[u.key] for u in units),
-                scheduler_known=observation.scheduler_known, scheduler_note=observation.scheduler_note,
+    planned = tuple(decided[u.key] for u in units)
+    if observation.presumed_empty:
+        planned = tuple(_presumed(p) if p.action in SUBMITTING else p for p in planned)
+    return Plan(experiment=experiment, units=planned, scheduler_known=observation.scheduler_known,
+                scheduler_note=observation.scheduler_note, presumed_empty=observation.presumed_empty,
                 warnings=tuple(str(orphan) for orphan in observation.unattributed))
 
 
@@ -148,6 +167,10 @@ def _untouched(p: PlannedUnit) -> PlannedUnit:
     would = f"would {p.action}: " if p.action not in ("none", "wait") else ""
     return replace(p, action="none", untouched=True, reason=f"not selected: {would}{p.reason}",
                    after=(), job_ids=())
+
+
+def _presumed(p: PlannedUnit) -> PlannedUnit:
+    return replace(p, presumed=True, reason=f"scheduler not asked; {p.reason}")
 
 
 def _first_decided(keys: tuple[str, ...], decided: dict[str, PlannedUnit]) -> PlannedUnit | None:
@@ -282,24 +305,46 @@ def _retry_or_submit(unit: Unit, ev: UnitEvidence, policy: Policy, last: Job | N
 def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Policy,
                up: PlannedUnit | None, up_ev: UnitEvidence | None, up_held: bool = False) -> PlannedUnit:
     log = ev.log
-    upstream_replacing = up is not None and up.action in SUBMITTING
-    if log is not None and log.state == "complete" and not upstream_replacing:
-        flight = _in_flight(unit, ev)
-        if flight is not None:
-            # The log is written before the job exits: the unit is in flight until the job ends,
-            # so a watch never reports convergence with a job still holding a slot.
-            if flight.action == "cancel":
-                return flight
-            job = next(j for j in ev.jobs if j.live)
-            return _planned(unit, flight.state, "none", f"finishing: log complete; job {job.job_id} still {job.state}", ev)
-        score = f" ({log.metric} {log.value:.3f})" if log.value is not None and log.metric else ""
+    live = [j for j in ev.jobs if j.live]
+    # Only a fine-tune re-run by --replace takes away what was evaluated (apply moves its checkpoints
+    # aside). A retry of a failed fine-tune runs the same spec again: an epoch already evaluated stays
+    # done, and is never evaluated again because of the retry.
+    upstream_replaced = up is not None and up.action in SUBMITTING and up.state in ("done", "outdated")
+    complete = log is not None and log.state == "complete"
+    if complete and not live:
+        unknown = next((j for j in ev.jobs if j.state == UNKNOWN), None)
+        if unknown is not None:
+            # The log is written before the job exits: until the scheduler answers, the job may
+            # still hold its slot, and a watch must not call that converged.
+            return _planned(unit, "unknown", "none", f"unknown: log complete; whether job {unknown.job_id} "
+                            "has ended is unknown (the scheduler did not answer); will look again", ev)
+        if upstream_replaced:
+            assert up is not None
+            state: State = "outdated" if _made_under_another_spec(unit, ev) else "done"
+            return _planned(unit, state, "resubmit", f"replace: {up.key} is re-run; evaluate its new checkpoint",
+                            ev, after=(up.key,))
+        score = f" ({log.metric} {log.value:.3f})" if log is not None and log.value is not None and log.metric else ""
         return _outdated_or_done(unit, ev, policy, f"done: log complete{score}{_provenance(ev)}")
+    if complete and not upstream_replaced and not _made_under_another_spec(unit, ev):
+        flight = _in_flight(unit, ev)
+        assert flight is not None
+        if flight.action == "cancel":
+            return flight
+        job = live[0]
+        if job.state == PENDING:
+            # A job that has not started would only repeat a complete log, and may never start at all
+            # (its afterok on a fine-tune that failed): the unit is done, the job goes.
+            return _planned(unit, "done", "cancel",
+                            f"done: log complete; job {job.job_id} has not started and would only repeat it",
+                            ev, job_ids=(job.job_id,))
+        # The log is written before the job exits: the unit is in flight until the job ends,
+        # so a watch never reports convergence with a job still holding a slot.
+        return _planned(unit, flight.state, "none", f"finishing: log complete; job {job.job_id} still {job.state}", ev)
 
     if ev.model_missing and not ev.jobs:
         return _planned(unit, "blocked", "none", "checkpoint_missing: parameters.checkpoint_path "
                         f"{unit.model_path} does not exist and no unit of the experiment writes it", ev)
 
-    live = [j for j in ev.jobs if j.live]
     ckpt_ready = _checkpoint_ready(unit, up, up_ev)
     if live:
         flight = _in_flight(unit, ev)
@@ -308,9 +353,14 @@ def _plan_eval(unit: Unit, ev: UnitEvidence, scheduler_known: bool, policy: Poli
             return flight
         job = live[0]
         if job.state == PENDING and job.reason == DEPENDENCY_NEVER_SATISFIED:
-            state: State = "blocked" if up is not None and up.state in ("failed", "blocked") and up.action == "none" \
-                else "waiting"
-            return _planned(unit, state, "cancel",
+            if ckpt_ready and job.depends_on:
+                # The fine-tune failed after writing this epoch: the checkpoint is there, so the job
+                # is let go rather than cancelled and submitted again.
+                return _planned(unit, "queued", "release",
+                                f"checkpoint_ready: epoch_{unit.needs_epoch} is complete although its fine-tune "
+                                f"failed; release job {job.job_id}", ev, job_ids=(job.job_id,))
+            blocked = up is not None and up.state in ("failed", "blocked") and up.action == "none"
+            return _planned(unit, "blocked" if blocked else "waiting", "cancel",
                             f"dependency_failed: job {job.job_id} can never start ({up.key if up else 'upstream'} failed)",
                             ev, job_ids=(job.job_id,))
         if job.state == PENDING and job.depends_on and ckpt_ready:
@@ -352,6 +402,10 @@ def _provenance(ev: UnitEvidence) -> str:
     if ev.complete_logs > 1:
         out += f"; newest of {ev.complete_logs} complete logs: {ev.log.path.rsplit('/', 1)[-1]}"
     return out
+
+
+def _made_under_another_spec(unit: Unit, ev: UnitEvidence) -> bool:
+    return ev.produced_fingerprint is not None and ev.produced_fingerprint != unit.fingerprint
 
 
 def _eval_failure(ev: UnitEvidence, last: Job | None) -> str:

@@ -45,6 +45,8 @@ class Observation:
     scheduler_note: str = ""  # why it is unknown, for reports
     read_at: dict[str, float] = field(default_factory=dict)
     unattributed: tuple[Unattributed, ...] = ()  # eval logs no source attributes to a unit
+    # Not asked (an offline plan): presume the scheduler holds no job but those the journal says are in flight.
+    presumed_empty: bool = False
 
     def get(self, key: str) -> UnitEvidence:
         return self.units.get(key) or UnitEvidence()
@@ -250,8 +252,10 @@ def observe(
     scheduler_note: str = "",
     read_scripts: bool = True,
     files: Files | None = None,
+    presumed_empty: bool = False,
 ) -> Observation:
-    """`snapshot` is None when the scheduler was not asked or could not answer."""
+    """`snapshot` is None when the scheduler was not asked or could not answer; `presumed_empty`
+    (only without a snapshot) plans as if it had answered that it holds nothing new."""
     now = time.time()
     if files is None:
         files = settle(observe_files(desired, cache), JobNames(None))
@@ -313,7 +317,8 @@ def observe(
     if snapshot is not None:
         read_at["scheduler"] = now
     return Observation(units=units, scheduler_known=snapshot is not None, scheduler_note=scheduler_note,
-                       read_at=read_at, unattributed=tuple(files.unattributed))
+                       read_at=read_at, unattributed=tuple(files.unattributed),
+                       presumed_empty=presumed_empty and snapshot is None)
 
 
 def _job_record(job_id: str, journal: JournalView, snapshot: Snapshot | None) -> Job:

@@ -89,7 +89,7 @@ def estimate_record(plan: Plan, desired: Desired) -> dict[str, Any]:
     unknown = [p.key for p in plan.units if p.state == "unknown" and p.action not in SUBMITTING and p.key in units]
     return {
         "basis": "units x GPUs x time limit",
-        "submit": {"units": len(submit), "gpu_hours": total(submit)},
+        "submit": {"units": len(submit), "gpu_hours": total(submit), "presumed": plan.presumed},
         "unknown": {"units": len(unknown), "gpu_hours": total(unknown)},
         "sources": sorted(sources),
     }
@@ -104,7 +104,17 @@ def write_markdown(plan: Plan, out: TextIO, desired: Desired | None = None) -> N
     record = plan_record(plan)
     units = record["units"]
     out.write(f"### reconcile plan: `{record['experiment']}`\n\n**{record['summary_line']}**\n\n")
-    if not record["scheduler"]["known"]:
+    if record["scheduler"]["presumed_empty"]:
+        presumed = sum(1 for u in units if u["presumed"])
+        unknown = sum(1 for u in units if u["state"] == "unknown")
+        journal = (f" {unknown} unit(s) the journal says are in flight stay `unknown`." if unknown else "")
+        if presumed or unknown:
+            out.write(f"> **Scheduler not asked** (offline): presumed empty. {presumed} unit(s) "
+                      "whose files are not done are shown as `submit (presumed)`; `apply` asks the scheduler before "
+                      f"it acts and submits only what it does not find there.{journal}\n\n")
+        else:
+            out.write("> **Scheduler not asked** (offline): every unit is settled by its files and the journal.\n\n")
+    elif not record["scheduler"]["known"]:
         unknown = sum(1 for u in units if u["state"] == "unknown")
         if unknown:
             settled = (f"{unknown} unit(s) that files alone cannot settle are shown as `unknown`, never as "
@@ -114,12 +124,11 @@ def write_markdown(plan: Plan, out: TextIO, desired: Desired | None = None) -> N
         out.write(f"> **Scheduler state unknown** ({record['scheduler']['note']}): {settled}\n\n")
     estimate = estimate_record(plan, desired) if desired is not None else None
     _summary_table(out, units)
-    for action in ACTIONS:
-        rows = [u for u in units if u["action"] == action]
-        if rows:
-            table = ["| unit | state | reason |", "|---|---|---|"]
-            table += [f"| `{u['key']}` | {u['state']} | {_cell(u['reason'])} |" for u in rows]
-            _section(out, f"{action} ({len(rows)})", "\n".join(table) + "\n", len(rows))
+    for action in _labels(units):
+        rows = [u for u in units if _label(u) == action]
+        table = ["| unit | state | reason |", "|---|---|---|"]
+        table += [f"| `{u['key']}` | {u['state']} | {_cell(u['reason'])} |" for u in rows]
+        _section(out, f"{action} ({len(rows)})", "\n".join(table) + "\n", len(rows))
     _outdated(out, units)
     if estimate is not None:
         _estimate(out, estimate)
@@ -128,15 +137,24 @@ def write_markdown(plan: Plan, out: TextIO, desired: Desired | None = None) -> N
         _section(out, f"Spec warnings ({len(plan.warnings)})", body, len(plan.warnings))
 
 
+def _label(unit: dict[str, Any]) -> str:
+    return f"{unit['action']} (presumed)" if unit["presumed"] else unit["action"]
+
+
+def _labels(units: list[dict[str, Any]]) -> list[str]:
+    """The actions present, in the vocabulary's order; a presumed one after its certain one."""
+    present = {_label(u) for u in units}
+    return [label for action in ACTIONS for label in (action, f"{action} (presumed)") if label in present]
+
+
 def _summary_table(out: TextIO, units: list[dict[str, Any]]) -> None:
     rows = ["| action | units | states |", "|---|---|---|"]
-    for action in ACTIONS:
-        mine = [u for u in units if u["action"] == action]
-        if mine:
-            states: dict[str, int] = {}
-            for u in mine:
-                states[u["state"]] = states.get(u["state"], 0) + 1
-            rows.append(f"| {action} | {len(mine)} | " + ", ".join(f"{n} {s}" for s, n in states.items()) + " |")
+    for action in _labels(units):
+        mine = [u for u in units if _label(u) == action]
+        states: dict[str, int] = {}
+        for u in mine:
+            states[u["state"]] = states.get(u["state"], 0) + 1
+        rows.append(f"| {action} | {len(mine)} | " + ", ".join(f"{n} {s}" for s, n in states.items()) + " |")
     out.write("\n".join(rows) + "\n\n")
 
 
@@ -158,7 +176,8 @@ def _estimate(out: TextIO, est: dict[str, Any]) -> None:
     if not submit["units"] and not unknown["units"]:
         out.write("Nothing to submit: **0 GPU-h**.\n\n")
         return
-    out.write(f"- **{submit['gpu_hours']:.1f} GPU-h** for the {submit['units']} unit(s) this plan submits\n")
+    presumed = " (presumed: the scheduler was not asked)" if submit["presumed"] else ""
+    out.write(f"- **{submit['gpu_hours']:.1f} GPU-h** for the {submit['units']} unit(s) this plan submits{presumed}\n")
     if unknown["units"]:
         out.write(f"- up to **{unknown['gpu_hours']:.1f} GPU-h** more for {unknown['units']} unit(s) whose state "
                   "is unknown, if none of them has run yet\n")

@@ -1,4 +1,4 @@
-"""Render a plan as data (JSON, format_version 1) and as a text table; both from the same structure."""
+"""Render a plan as data (JSON, format_version 2) and as a text table; both from the same structure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any, TextIO
 
 from reconciler.plan import ACTIONS, Plan, PlannedUnit
 
-FORMAT_VERSION = 1
+# 2: `presumed` per unit, `scheduler.presumed_empty` (an offline plan presumes an empty scheduler) and
+# `scheduler.backend` (the backend asked).
+FORMAT_VERSION = 2
 
 
 def unit_record(p: PlannedUnit) -> dict[str, Any]:
@@ -27,7 +29,12 @@ def unit_record(p: PlannedUnit) -> dict[str, Any]:
         "failure_class": p.failure_class,
         "after": list(p.after),
         "untouched": p.untouched,
+        "presumed": p.presumed,
     }
+
+
+def action_label(p: PlannedUnit) -> str:
+    return f"{p.action} (presumed)" if p.presumed else p.action
 
 
 def plan_record(plan: Plan) -> dict[str, Any]:
@@ -37,7 +44,8 @@ def plan_record(plan: Plan) -> dict[str, Any]:
         "experiment": plan.experiment,
         "summary": {action: counts.get(action, 0) for action in ACTIONS},
         "summary_line": plan.summary_line(),
-        "scheduler": {"known": plan.scheduler_known, "note": plan.scheduler_note},
+        "scheduler": {"backend": plan.backend, "known": plan.scheduler_known, "note": plan.scheduler_note,
+                      "presumed_empty": plan.presumed_empty},
         "has_changes": plan.has_changes,
         "converged": plan.converged,
         "units": [unit_record(p) for p in plan.units],
@@ -58,11 +66,24 @@ def _epoch(p: PlannedUnit) -> str:
 def write_text(plan: Plan, out: TextIO) -> None:
     rows = [("UNIT", "STATE", "ACTION", "JOB", "REASON")]
     for p in plan.units:
-        rows.append((p.key, p.state, p.action, p.job_id or "-", p.reason))
+        rows.append((p.key, p.state, action_label(p), p.job_id or "-", p.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4] + "\n")
     out.write("\n")
-    if not plan.scheduler_known:
-        out.write(f"Scheduler: unknown ({plan.scheduler_note}); nothing is submitted on unknown.\n")
+    out.write(scheduler_line(plan) + "\n")
     out.write(plan.summary_line() + "\n")
+
+
+def scheduler_line(plan: Plan) -> str:
+    """What the plan knew of the scheduler, in one line (a plan that asked it and was answered says so too)."""
+    if plan.presumed_empty:
+        unknown = sum(1 for p in plan.units if p.state == "unknown")
+        journal = (f"; {unknown} unit(s) the journal says are in flight stay unknown" if unknown else "")
+        if not plan.presumed and not unknown:
+            return "Scheduler: not asked (offline); every unit is settled by its files and the journal."
+        return (f"Scheduler: not asked (offline), presumed empty: what is not done on disk is shown as to submit "
+                f"(presumed){journal}. `apply` asks the scheduler before it acts.")
+    if not plan.scheduler_known:
+        return f"Scheduler: {plan.backend or 'none'}, unknown ({plan.scheduler_note}); nothing is submitted on unknown."
+    return f"Scheduler: {plan.backend}."

@@ -97,12 +97,13 @@ def sources(result: PassResult, now: float | None = None) -> dict[str, str]:
     for name in ("files", "journal"):
         if name in read:
             out[name] = _when(read[name], now)
+    backend = f"{result.plan.backend} " if result.plan.backend else ""
     if not result.plan.scheduler_known:
-        out["scheduler"] = f"unknown ({result.plan.scheduler_note or 'not asked'})"
+        out["scheduler"] = f"{backend}unknown ({result.plan.scheduler_note or 'not asked'})"
     elif not result.scheduler_queried:
-        out["scheduler"] = "not asked (nothing in flight, nothing left to do)"
+        out["scheduler"] = f"{backend}not asked (nothing in flight, nothing left to do)"
     else:
-        out["scheduler"] = _when(read.get("scheduler", now), now)
+        out["scheduler"] = backend + _when(read.get("scheduler", now), now)
     return out
 
 
@@ -117,7 +118,8 @@ def status_record(result: PassResult, state: StateFile | None = None, now: float
     return {
         "format_version": 1,
         "experiment": result.plan.experiment,
-        "scheduler": {"known": result.plan.scheduler_known, "note": result.plan.scheduler_note},
+        "scheduler": {"backend": result.plan.backend, "known": result.plan.scheduler_known,
+                      "note": result.plan.scheduler_note},
         "sources": sources(result, now),
         "counts": {stage: {s: counts[stage][s] for s in STATES if counts[stage][s]} for stage in STAGES},
         "unknown": [r.key for r in rows if r.state == "unknown"],
@@ -160,13 +162,15 @@ def unit_table(rows: list[StatusRow]) -> Text:
     return Text("\n".join(lines) + "\n", spans=spans, no_wrap=True, overflow="ignore")
 
 
-def write_status(result: PassResult, out: TextIO, state: StateFile | None = None, now: float | None = None) -> None:
-    """The table, the counts, when each source was read, and what is unknown. Colour only on a terminal."""
+def write_status(result: PassResult, out: TextIO, state: StateFile | None = None, now: float | None = None,
+                 backend_note: str = "") -> None:
+    """The table, the counts, when each source was read, and what is unknown. Colour only on a terminal.
+    `backend_note` says which backend was asked, and why that one."""
     tty = out.isatty()
     console = Console(file=out, highlight=False, soft_wrap=False, width=None if tty else 200,
                       no_color=not tty, force_terminal=tty)
     rows = status_rows(result, state, now)
-    console.print(f"[bold]{escape(result.plan.experiment)}[/]")
+    console.print(f"[bold]{escape(result.plan.experiment)}[/]" + (f" ({escape(backend_note)})" if backend_note else ""))
     console.print(unit_table(rows), end="", soft_wrap=True)  # soft: the terminal wraps a long reason
 
     counts = stage_counts(rows)

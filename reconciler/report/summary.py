@@ -98,7 +98,14 @@ def write_summary(desired: Desired, observation: Observation, *, now: float | No
         image, note = plot_accuracy(summary, exp_dir / PLOT_NAME)
         summary = summary.model_copy(update={"plot": image.name if image else None, "plot_note": note})
     path = exp_dir / SUMMARY_NAME
-    atomic_write_text(path, markdown_text(summary))
+    try:
+        atomic_write_text(path, markdown_text(summary))
+    except OSError as exc:
+        from reconciler.report.hints import reconcile
+
+        same = reconcile("summarize", desired.loaded.path, backend, "--format", "json")
+        raise ReconcilerError(f"cannot write {path}: {exc.strerror or exc}; `{same}` prints the same "
+                              "without writing") from None
     from reconciler.report.workflow_logs import record_summary
 
     try:

@@ -74,6 +74,10 @@ def plot_accuracy(summary: Summary, path: Path) -> tuple[Path | None, str]:
             fig.savefig(tmp, format="png", dpi=100)
             os.replace(tmp, path)
         except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
             return None, f"cannot write {path}: {exc.strerror or exc}"
     finally:
         plt.close(fig)

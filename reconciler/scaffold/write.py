@@ -151,8 +151,12 @@ def _write_files(files: list[RenderedFile], roots: tuple[Path, ...], dry_run: bo
         if _current_text(f.path) == f.text:
             continue
         if not dry_run:
-            make_dirs(f.path.parent)
-            atomic_write_text(f.path, f.text, f.mode)
+            try:
+                make_dirs(f.path.parent)
+                atomic_write_text(f.path, f.text, f.mode)
+            except OSError as exc:
+                # Name the file we were writing (a temporary file's name, or none, says nothing).
+                raise OSError(exc.errno, exc.strerror, str(f.path)) from exc
         written.append(f.path)
     return tuple(written)
 

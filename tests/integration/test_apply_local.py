@@ -13,6 +13,7 @@ from reconciler.observe.evallogs import classify, read_header
 from tests.integration.demo_env import (
     assert_one_success_and_no_overlap,
     copy_demo,
+    jobs_by_unit,
     journal_events,
     reconcile,
     start,
@@ -97,6 +98,31 @@ def test_a_failing_run_blocks_its_evals_and_the_others_finish(tmp_path: Path) ->
     assert units["eval/rank4_lr1e-4/capitalization/epoch1"]["state"] == "done"
 
 
+def test_more_attempts_for_a_failed_run_rerun_only_its_finetune_and_end(tmp_path: Path) -> None:
+    """issue 16, as the user did it: the failure example, then again with a larger budget (as summary.md
+    suggests). The epoch-0 eval, done, was resubmitted and the watch then waited forever on an eval job
+    whose afterok could never be met."""
+    exp = copy_demo(tmp_path / "demo", seconds_per_epoch=1.0)
+    target = str(exp / "with-failure.yaml")
+    first = reconcile("apply", target, "--watch", "--interval", "1", "--backend", "local", timeout=180)
+    assert first.returncode == 3, first.stdout + first.stderr
+    e0 = "eval/broken/capitalization/epoch0"
+    before = jobs_by_unit(exp / "with-failure", f"{EXPERIMENT}_failing")
+    assert [j.state for j in before[e0] if j.started_at is not None] == ["COMPLETED"]
+
+    second = reconcile("apply", target, "--watch", "--interval", "1", "--backend", "local", "--max-attempts", "3",
+                       timeout=180)
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert e0 not in second.stdout, second.stdout  # done: neither resubmitted nor waited on
+    after = jobs_by_unit(exp / "with-failure", f"{EXPERIMENT}_failing")
+    assert after[e0] == before[e0]
+    assert len(after["finetune/broken"]) == 3
+    assert not [j for jobs in after.values() for j in jobs if j.live], "a converged watch leaves no job behind"
+    units = {u["key"]: u for u in status_json(exp / "with-failure.yaml")["units"]}
+    assert units[e0]["state"] == "done" and units["finetune/broken"]["attempts"] == 3
+    assert units["eval/broken/capitalization/epoch1"]["state"] == "blocked"
+
+
 def test_two_concurrent_applies_never_double_submit(tmp_path: Path) -> None:
     exp = copy_demo(tmp_path / "demo")
     procs = [start("apply", str(exp), "--backend", "local") for _ in range(2)]
@@ -117,4 +143,4 @@ def test_status_json_matches_plan_units(tmp_path: Path) -> None:
     plan = json.loads(reconcile("plan", str(exp), "--backend", "local", "--format", "json", check=True).stdout)
     status = status_json(exp)
     assert [u["key"] for u in plan["units"]] == [u["key"] for u in status["units"]]
-    assert plan["format_version"] == 1 and plan["summary"]["submit"] == DEMO_UNITS
+    assert plan["format_version"] == 2 and plan["summary"]["submit"] == DEMO_UNITS

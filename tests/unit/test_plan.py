@@ -104,6 +104,61 @@ def test_dependency_never_satisfied_is_cancelled(world) -> None:
     assert p[E0].action == "cancel" and p[E0].state == "blocked" and p[E0].job_ids == ("11",)
 
 
+def test_a_dead_dependency_of_an_eval_whose_checkpoint_is_there_is_released(world) -> None:
+    """The fine-tune saved epoch 0, then failed for good: the eval queued behind it is let go, not resubmitted."""
+    ft = UnitEvidence(jobs=(Job("10", FAILED, exit_code=1),), attempts=3,
+                      epochs=(EpochEvidence("complete", "", 1.0), EpochEvidence("absent", "")))
+    e0 = UnitEvidence(jobs=(Job("11", PENDING, reason=DEPENDENCY_NEVER_SATISFIED, depends_on=("10",)),), attempts=1)
+    e1 = UnitEvidence(jobs=(Job("12", PENDING, reason=DEPENDENCY_NEVER_SATISFIED, depends_on=("10",)),), attempts=1)
+    p = by_key(plan(world.units, _obs({FT: ft, E0: e0, E1: e1}), Policy(max_attempts=3)))
+    assert (p[E0].action, p[E0].job_ids) == ("release", ("11",)) and "failed" in p[E0].reason
+    assert (p[E1].action, p[E1].state) == ("cancel", "blocked")  # the final epoch was never written
+
+
+def test_an_evaluated_epoch_stays_done_when_its_finetune_is_retried(world) -> None:
+    """issue 16: the epoch-0 eval was resubmitted ("retry: job 9 COMPLETED without a complete log")
+    when the fine-tune that had failed in epoch 1 was given more attempts."""
+    ft = UnitEvidence(jobs=(Job("2", FAILED, exit_code=1), Job("6", FAILED, exit_code=1)), attempts=2,
+                      epochs=(EpochEvidence("complete", "", 1.0), EpochEvidence("absent", "")))
+    e0 = UnitEvidence(jobs=(Job("9", COMPLETED, exit_code=0),), attempts=1, log=log("complete"))
+    p = by_key(plan(world.units, _obs({FT: ft, E0: e0}), Policy(max_attempts=3)))
+    assert p[FT].action == "resubmit"
+    assert (p[E0].state, p[E0].action) == ("done", "none"), p[E0].reason
+    assert p[E1].action == "submit" and p[E1].after == (FT,)
+
+
+def test_a_pending_job_of_an_eval_already_done_is_cancelled(world) -> None:
+    """issue 16: `finishing: log complete; job 11 still PENDING` forever, its afterok never to be met."""
+    ft = UnitEvidence(jobs=(Job("10", FAILED, exit_code=1),), attempts=3,
+                      epochs=(EpochEvidence("complete", "", 1.0), EpochEvidence("absent", "")))
+    for reason in (DEPENDENCY_NEVER_SATISFIED, "Dependency", "Priority"):
+        e0 = UnitEvidence(jobs=(Job("9", COMPLETED, exit_code=0), Job("11", PENDING, reason=reason, depends_on=("10",))),
+                          attempts=2, log=log("complete"))
+        p = by_key(plan(world.units, _obs({FT: ft, E0: e0}), Policy(max_attempts=3)))[E0]
+        assert (p.state, p.action, p.job_ids) == ("done", "cancel", ("11",)), p.reason
+    # A job that is running has written its log and is about to exit: it is left to finish.
+    e0 = UnitEvidence(jobs=(Job("11", RUNNING),), attempts=1, log=log("complete"))
+    p = by_key(plan(world.units, _obs({FT: ft, E0: e0}), Policy(max_attempts=3)))[E0]
+    assert (p.state, p.action) == ("running", "none") and p.reason.startswith("finishing")
+
+
+def test_a_complete_log_whose_job_cannot_be_asked_about_is_not_converged(world) -> None:
+    """The job may still hold its slot: a watch must look again rather than call it converged."""
+    ft = UnitEvidence(jobs=(Job("10", COMPLETED, exit_code=0),), attempts=1, epochs=complete_epochs(2))
+    e0 = UnitEvidence(jobs=(Job("11", "UNKNOWN"),), attempts=1, log=log("complete"))
+    result = plan(world.units, _obs({FT: ft, E0: e0}, known=False), Policy())
+    assert by_key(result)[E0].state == "unknown" and not result.converged
+
+
+def test_evals_of_a_replaced_finetune_are_moved_aside_and_rerun(world) -> None:
+    ft = UnitEvidence(jobs=(Job("10", COMPLETED, exit_code=0),), attempts=1, epochs=complete_epochs(2))
+    e0 = UnitEvidence(jobs=(Job("11", COMPLETED, exit_code=0),), attempts=1, log=log("complete"))
+    p = by_key(plan(world.units, _obs({FT: ft, E0: e0}), Policy(replace=frozenset({FT}))))
+    assert p[FT].action == "resubmit"
+    # state done: apply moves the old log aside before the eval runs again, behind the new fine-tune
+    assert (p[E0].state, p[E0].action, p[E0].after) == ("done", "resubmit", (FT,))
+
+
 def test_eval_error_log_is_a_failure_even_when_the_job_completed(world) -> None:
     ft = UnitEvidence(jobs=(Job("10", COMPLETED, exit_code=0),), attempts=1, epochs=complete_epochs(2))
     e0 = UnitEvidence(jobs=(Job("11", COMPLETED, exit_code=0),), attempts=1, log=log("error"))

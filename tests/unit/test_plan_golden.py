@@ -56,7 +56,7 @@ def check_golden(name: str, text: str) -> None:
 @pytest.mark.parametrize("name", GOLDEN_EXPERIMENTS)
 def test_fresh_offline_plan_matches_golden(name: str, ext: str) -> None:
     desired = load_desired(EXPERIMENTS / name)
-    result = run_pass(desired, None, Policy(), act=False)
+    result = run_pass(desired, None, Policy(), act=False, presume_empty=True)  # as `plan --offline`
     out = io.StringIO()
     RENDERERS[ext](result, desired, out)
     check_golden(f"{name}.{ext}", out.getvalue())
@@ -80,7 +80,7 @@ def test_outdated_plan_matches_golden(tmp_path: Path, ext: str) -> None:
     spec = desired.loaded.path
     spec.write_text(spec.read_text().replace("lora_rank: 8, lr: 1e-4", "lora_rank: 8, lr: 3e-4"))
     desired = load_desired(spec)
-    result = run_pass(desired, None, Policy(), act=False)
+    result = run_pass(desired, None, Policy(), act=False, presume_empty=True)
     out = io.StringIO()
     RENDERERS[ext](result, desired, out)
     check_golden(f"demo_outdated.{ext}", out.getvalue())
@@ -99,10 +99,30 @@ def test_cli_plan_offline_prints_the_golden_plan(ext: str) -> None:
 
 def test_golden_json_is_the_documented_format() -> None:
     record = json.loads((GOLDEN / "sweep8.json").read_text())
-    assert record["format_version"] == 1
-    assert record["scheduler"] == {"known": False, "note": "offline: the scheduler was not asked"}
-    # Offline, unknown is never turned into submit actions.
-    assert record["summary"]["submit"] == 0 and {u["state"] for u in record["units"]} == {"unknown"}
+    assert record["format_version"] == 2
+    assert record["scheduler"] == {"backend": None, "known": False, "note": "offline: the scheduler was not asked",
+                                   "presumed_empty": True}
+    # Offline, a fresh sweep is presumed to need everything: 8 fine-tunes and 17 evals, each marked so.
+    assert record["summary"]["submit"] == 25 and record["has_changes"]
+    assert all(u["presumed"] and u["reason"].startswith("scheduler not asked") for u in record["units"])
+    assert record["summary_line"].endswith("; 25 presumed (scheduler not asked)")
+
+
+def test_offline_presumes_nothing_the_journal_says_is_in_flight(tmp_path: Path) -> None:
+    """Units the journal knows a live job of stay unknown offline; the rest are presumed."""
+    from reconciler.journal import Journal
+
+    desired = load_desired(copy_demo(tmp_path / "exp"))
+    ft = next(u for u in desired.units if u.kind == "finetune")
+    Journal(desired.layout.state_dir).append("submitted", unit=ft.key, job_id="7", fingerprint=ft.fingerprint)
+    plan = run_pass(desired, None, Policy(), act=False, presume_empty=True).plan
+    states = {p.key: (p.state, p.action, p.presumed) for p in plan.units}
+    assert states[ft.key] == ("unknown", "none", False)
+    assert {v for k, v in states.items() if k != ft.key and ft.key not in desired.by_key()[k].depends_on} == \
+        {("missing", "submit", True)}
+    # `apply` asks the scheduler: nothing it plans is presumed.
+    asked = run_pass(desired, LocalBackend(desired.layout.state_dir / "local"), Policy(), act=False).plan
+    assert asked.presumed == 0 and not asked.presumed_empty and asked.backend == "local"
 
 
 # --- exit codes (Terraform's -detailed-exitcode: 0 no changes, 1 error, 2 changes) ---------------------------
@@ -117,6 +137,7 @@ def plan_exit(exp: Path, *extra: str) -> int:
 def test_fresh_experiment_has_changes_exit_2(tmp_path: Path) -> None:
     exp = copy_demo(tmp_path / "exp")
     assert plan_exit(exp, "--backend", "local") == 2
+    assert plan_exit(exp, "--offline") == 2  # presumed actions are actions: a CI check must not pass on them
     # Without the flag, pending actions are a success.
     assert CliRunner().invoke(main, ["plan", str(exp), "--backend", "local"]).exit_code == 0
 
@@ -174,7 +195,10 @@ def test_estimate_counts_submissions_and_bounds_unknown_units(tmp_path: Path) ->
     known = run_pass(desired, LocalBackend(desired.layout.state_dir / "local"), Policy(), act=False)
     est = plan_markdown.estimate_record(known.plan, desired)
     # 3 fine-tunes x 1 GPU x 2 h + 7 evals x 1 GPU x 0.5 h (capdemo-tiny has no size: the 1B row).
-    assert est["submit"] == {"units": 10, "gpu_hours": 9.5} and est["unknown"]["units"] == 0
+    assert est["submit"] == {"units": 10, "gpu_hours": 9.5, "presumed": 0} and est["unknown"]["units"] == 0
     offline = run_pass(desired, None, Policy(), act=False)
     est = plan_markdown.estimate_record(offline.plan, desired)
     assert est["submit"]["units"] == 0 and est["unknown"] == {"units": 10, "gpu_hours": 9.5}
+    presumed = run_pass(desired, None, Policy(), act=False, presume_empty=True)  # `plan --offline`
+    est = plan_markdown.estimate_record(presumed.plan, desired)
+    assert est["submit"] == {"units": 10, "gpu_hours": 9.5, "presumed": 10} and est["unknown"]["units"] == 0

@@ -51,8 +51,20 @@ def test_offline_plans_of_fixture_experiments_validate(validator: jsonschema.Dra
     # checked-in fixtures must stay as they are.
     copy = tmp_path / exp.name
     shutil.copytree(exp, copy)
-    result = run_pass(load_desired(copy), None, Policy(), act=False)
-    assert_valid(validator, plan_record(result.plan))
+    for presume in (False, True):  # `status --offline`; `plan --offline`
+        result = run_pass(load_desired(copy), None, Policy(), act=False, presume_empty=presume)
+        assert_valid(validator, plan_record(result.plan))
+
+
+def test_a_presumed_plan_validates_and_a_presumed_non_submission_does_not(
+        validator: jsonschema.Draft202012Validator) -> None:
+    record = plan_record(run_pass(load_desired(FIXTURE_EXPERIMENTS[0]), None, Policy(), act=False,
+                                  presume_empty=True).plan)
+    assert record["scheduler"]["presumed_empty"] and record["scheduler"]["backend"] is None
+    assert {(u["action"], u["presumed"]) for u in record["units"]} == {("submit", True)}
+    assert_valid(validator, record)
+    record["units"][0]["action"] = "none"
+    assert not validator.is_valid(json.loads(json.dumps(record)))
 
 
 def test_plan_with_submissions_validates(validator: jsonschema.Draft202012Validator, tmp_path: Path) -> None:
