@@ -21,6 +21,7 @@ from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
 from reconciler.plan import Plan, Policy
+from reconciler.polling import DEFAULT_CAP_FACTOR, PollPolicy
 from reconciler.report import hints, plan_render
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ EXP = click.argument("exp", type=click.Path(path_type=Path), default=Path("."), 
 BACKEND_HELP = ("The scheduler: local (jobs run on this machine), slurm, or auto (the backend the experiment was "
                 "applied with; never applied: SLURM when its controller answers, else local).")
 WAIT_HELP = "Wait up to this many seconds for another reconciler's lock on the experiment instead of exiting."
+MAX_INTERVAL_HELP = ("Longest wait between passes: a watch waits longer while nothing changes and nothing is due, "
+                     "and comes back to --interval when something changes or a job's next epoch or time limit "
+                     "approaches (default: five times --interval; equal to it polls at a fixed interval).")
 
 
 def _examples(*lines: str) -> str:
@@ -387,6 +391,7 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("--watch", "watch_", is_flag=True, help="Repeat passes until converged.")
 @click.option("--interval", type=click.FloatRange(0.1), default=None, help="Seconds between passes in --watch (default: 2 on local, 60 on SLURM, never under 10 there).")
+@click.option("--max-interval", type=click.FloatRange(0.1), default=None, help=MAX_INTERVAL_HELP)
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=None, help="Submissions per unit before it is reported failed (default: the spec's reconciler.max_attempts, else 3).")
 @click.option("--max-submit", type=click.IntRange(1), default=None,
               help="Cap on live jobs of this experiment (SLURM default 25, like a QoS MaxSubmitJobs).")
@@ -395,11 +400,12 @@ def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
 @STAGE
 @TARGET
 @handle_errors
-def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_attempts: int | None,
-          max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None,
-          targets: tuple[str, ...]) -> None:
+def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_interval: float | None,
+          max_attempts: int | None, max_submit: int | None, replace: tuple[str, ...], wait_seconds: float,
+          stage: str | None, targets: tuple[str, ...]) -> None:
     """Submit what is missing (one pass; --watch repeats until converged)."""
-    _apply(exp, backend, watch_, interval, max_attempts, max_submit, replace, wait_seconds, stage, targets)
+    _apply(exp, backend, watch_, interval, max_attempts, max_submit, replace, wait_seconds, stage, targets,
+           max_interval)
 
 
 @main.command(name="watch", epilog=EXAMPLES["watch"])
@@ -408,6 +414,7 @@ def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_att
 @click.option("--interval", type=click.FloatRange(0.1), default=None,
               help="Seconds between passes (default: 2 on local, 60 on SLURM, which is never polled more often than "
                    "every 10).")
+@click.option("--max-interval", type=click.FloatRange(0.1), default=None, help=MAX_INTERVAL_HELP)
 @click.option("--max-attempts", type=click.IntRange(1, 100), default=None,
               help="Submissions per unit before it is reported failed (default: the spec's reconciler.max_attempts, "
                    "else 3).")
@@ -417,17 +424,18 @@ def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_att
 @STAGE
 @TARGET
 @handle_errors
-def watch_cmd(exp: Path, backend: str, interval: float | None, max_attempts: int | None, max_submit: int | None,
-              wait_seconds: float, stage: str | None, targets: tuple[str, ...]) -> None:
+def watch_cmd(exp: Path, backend: str, interval: float | None, max_interval: float | None,
+              max_attempts: int | None, max_submit: int | None, wait_seconds: float, stage: str | None,
+              targets: tuple[str, ...]) -> None:
     """Same as `apply --watch`."""
-    _apply(exp, backend, True, interval, max_attempts, max_submit, (), wait_seconds, stage, targets)
+    _apply(exp, backend, True, interval, max_attempts, max_submit, (), wait_seconds, stage, targets, max_interval)
 
 
 def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, max_attempts: int | None,
            max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None = None,
-           targets: tuple[str, ...] = ()) -> None:
+           targets: tuple[str, ...] = (), max_interval: float | None = None) -> None:
     from reconciler.apply import ApplyOptions
-    from reconciler.loop import ReplaceOnce, exit_code_for, load_desired, run_pass, watch, watch_pass
+    from reconciler.loop import ReplaceOnce, adaptive_pace, exit_code_for, load_desired, run_pass, watch, watch_pass
     from reconciler.operations import prepare_unit
     from reconciler.report.progress import Progress
     from reconciler.report.workflow_logs import record_pass
@@ -444,6 +452,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         click.echo(f"note: --interval raised to {caps.min_poll_seconds:g}s, the least this scheduler should be polled",
                    err=True)
         interval = caps.min_poll_seconds
+    poll = poll_policy(interval, max_interval)
     if max_submit is None and caps.name == "slurm":
         max_submit = 25
     options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
@@ -479,7 +488,8 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
             return result
         try:
             if watch_:
-                result = watch(one, interval, progress.on_pass)
+                pace = adaptive_pace(poll, lambda: desired, progress.on_interval)
+                result = watch(one, interval, progress.on_pass, pace=pace)
             else:
                 result = one()
                 progress.on_pass(result)
@@ -508,6 +518,16 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
         click.echo(f"error: {errors[0]}{more}", err=True)
         sys.exit(1)
+
+
+def poll_policy(interval: float, max_interval: float | None) -> PollPolicy:
+    """The watch's polling: from `interval` (the floor) up to `--max-interval` (default five floors)."""
+    cap = interval * DEFAULT_CAP_FACTOR if max_interval is None else max_interval
+    if cap < interval:
+        raise UsageError(f"--max-interval {cap:g} is below the polling floor of {interval:g}s (--interval, or the "
+                         f"least this scheduler should be polled): give --max-interval {interval:g} or more "
+                         f"(equal to the floor polls at a fixed interval)")
+    return PollPolicy(floor=interval, cap=cap)
 
 
 def _summarize_quietly(desired: Desired, result: PassResult, backend: str, policy: Policy) -> None:

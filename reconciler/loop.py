@@ -26,6 +26,7 @@ from reconciler.observe.observation import (
 )
 from reconciler.plan import IN_FLIGHT, Plan, PlannedUnit, Policy, plan
 from reconciler.plan_notes import annotate
+from reconciler.polling import PollPolicy, RunningJob, next_event, next_interval
 from reconciler.spec.load import load_spec
 from reconciler.spec.location import spec_path, spec_text
 from reconciler.spec.units import Desired, Unit, expand, tag_prefix
@@ -239,8 +240,10 @@ class ReplaceOnce:
 
 
 def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[[PassResult], None],
-          sleep: Callable[[float], None] = time.sleep, max_passes: int | None = None) -> PassResult:
-    """Repeat passes until converged, or stalled. Only this function sleeps."""
+          sleep: Callable[[float], None] = time.sleep, max_passes: int | None = None,
+          pace: Callable[[PassResult], float] | None = None) -> PassResult:
+    """Repeat passes until converged, or stalled. Only this function sleeps: `interval` seconds
+    between passes, or what `pace` makes of each pass (adaptive polling)."""
     passes = 0
     while True:
         result = run_one()
@@ -248,7 +251,60 @@ def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[
         passes += 1
         if result.converged or result.stalled or (max_passes is not None and passes >= max_passes):
             return result
-        sleep(interval)
+        sleep(interval if pace is None else pace(result))
+
+
+def adaptive_pace(poll: PollPolicy, desired: Callable[[], Desired], on_interval: Callable[[float], None],
+                  clock: Callable[[], float] = time.time) -> Callable[[PassResult], float]:
+    """The watch's wait after each pass (see reconciler.polling): the floor after a pass that changed
+    something, longer after quiet ones, never past what a running job is expected to do next.
+    `on_interval` hears each new interval, so the log can say what is in use."""
+    last_digest: tuple[object, ...] | None = None
+    last_wait = poll.floor
+
+    def pace(result: PassResult) -> float:
+        nonlocal last_digest, last_wait
+        digest = pass_digest(result)
+        expected = next_event(running_jobs(desired(), result), clock())
+        wait = next_interval(poll, last_wait, changed=digest != last_digest, expected_in=expected)
+        if wait != last_wait:
+            on_interval(wait)
+        last_digest, last_wait = digest, wait
+        return wait
+
+    return pace
+
+
+def pass_digest(result: PassResult) -> tuple[object, ...]:
+    """What a watch would notice between passes: each unit's state, job and action, and events."""
+    units = tuple((u.key, u.state, u.job_id, u.action) for u in result.plan.units)
+    return units, tuple((e.kind, e.unit, e.detail) for e in result.events)
+
+
+def running_jobs(desired: Desired, result: PassResult) -> list[RunningJob]:
+    """What the running jobs of a pass let us expect: fine-tunes write epochs at the pace of the
+    first ones; every job ends by its time limit."""
+    from reconciler.backends.timefmt import parse_time_limit
+    from reconciler.scaffold.resources import resources_for
+
+    units = desired.by_key()
+    out = []
+    for planned in result.plan.units:
+        unit = units.get(planned.key)
+        if planned.state != "running" or unit is None:
+            continue
+        ev = result.observation.get(planned.key)
+        job = next((j for j in reversed(ev.jobs) if j.job_id == planned.job_id and j.started_at), None)
+        if job is None or job.started_at is None:
+            continue
+        try:
+            limit = parse_time_limit(resources_for(desired.loaded, unit).time)
+        except ValueError:
+            limit = None
+        mtimes = tuple(e.mtime for e in ev.epochs if e.state == "complete" and e.mtime is not None)
+        out.append(RunningJob(started_at=job.started_at, time_limit=limit, epochs_total=len(unit.epochs),
+                              epoch_mtimes=mtimes))
+    return out
 
 
 def exit_code_for(result: PassResult) -> int:

@@ -58,6 +58,10 @@ class Progress:
             self._line(f"converged after {self.passes} pass(es), {time.monotonic() - self.started:.0f}s: "
                        + result.plan.summary_line())
 
+    def on_interval(self, seconds: float) -> None:
+        """Adaptive polling changed the wait between passes: say so, so a quiet log is not a hung one."""
+        self._line(f"polling every {seconds:.0f}s" if seconds >= 10 else f"polling every {seconds:.1f}s")
+
     def counts_text(self, counts: Counter[str]) -> str:
         parts = [f"{counts[s]} {s}" for s in STATES if counts[s]]
         return f"pass {self.passes} ({time.monotonic() - self.started:.0f}s): " + ", ".join(parts)

@@ -1,0 +1,69 @@
+"""A watch's adaptive polling, on real passes: it waits longer while nothing changes, comes back to the
+floor when something changes or a running fine-tune's next epoch is due, and says the interval in use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from reconciler.cli import main
+from reconciler.loop import adaptive_pace, load_desired, run_pass
+from reconciler.operations import prepare_unit
+from reconciler.plan import Policy
+from reconciler.polling import PollPolicy
+from tests.integration.demo_env import copy_demo
+from tests.unit.sim_world import write_epoch
+from tests.unit.test_summary import FakeBackend
+
+FINETUNE = "finetune/rank4_lr5e-5"
+T0 = 1_800_000_000.0
+
+
+def test_quiet_passes_stretch_the_wait_a_change_resets_it_and_each_new_wait_is_said(tmp_path: Path) -> None:
+    desired = load_desired(copy_demo(tmp_path / "demo", runs=["rank4_lr5e-5"]))
+    backend = FakeBackend()
+    said: list[float] = []
+    pace = adaptive_pace(PollPolicy(floor=2, cap=10), lambda: desired, said.append, clock=lambda: T0)
+
+    def one() -> float:
+        return pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit))
+
+    waits = [one(), one()]  # submits, then sees its jobs queued: changes
+    waits += [one() for _ in range(5)]  # pending: nothing changes, nothing is expected
+    assert waits == [2, 2, 3, 4.5, 6.75, 10, 10]
+    assert said == [3, 4.5, 6.75, 10]  # the floor is where it starts; every later change is said
+    job_id = next(j for j in backend.jobs.values() if j.tag and j.tag.endswith(FINETUNE)).job_id
+    backend.set(job_id, "RUNNING", started_at=T0 - 30)
+    assert one() == 2  # started: a change
+    assert said[-1] == 2
+
+
+def test_a_fine_tunes_next_epoch_due_brings_the_wait_back_down(tmp_path: Path) -> None:
+    desired = load_desired(copy_demo(tmp_path / "demo", runs=["rank4_lr5e-5"]))
+    backend = FakeBackend()
+    now = [T0]
+    pace = adaptive_pace(PollPolicy(floor=10, cap=1000), lambda: desired, lambda _: None, clock=lambda: now[0])
+    run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)
+    job_id = next(j for j in backend.jobs.values() if j.tag and j.tag.endswith(FINETUNE)).job_id
+    backend.set(job_id, "RUNNING", started_at=T0)
+    # Epoch 0 of 2 took 100 s: epoch 1 is due at T0 + 200 (the 10-minute limit is later).
+    write_epoch(desired, desired.by_key()[FINETUNE], 0, when=T0 + 100)
+    now[0] = T0 + 150
+    pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit))
+    for _ in range(12):  # quiet passes would stretch the wait to the cap
+        wait = pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit))
+    assert 45 <= wait <= 50.3  # not past the epoch that is due (written 0.2 s after `when`)
+    now[0] = T0 + 400  # due and not written: look again as soon as allowed
+    assert pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)) == 10
+
+
+def test_a_cap_below_the_floor_is_refused_before_anything_is_submitted(tmp_path: Path) -> None:
+    exp = copy_demo(tmp_path / "demo", runs=["rank4_lr5e-5"])
+    result = CliRunner().invoke(main, ["apply", str(exp), "--backend", "local", "--watch", "--interval", "5",
+                                       "--max-interval", "2"])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "--max-interval 2 is below the polling floor of 5s" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (exp / ".reconciler" / "journal.jsonl").exists()
