@@ -21,7 +21,7 @@ from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
 from reconciler.plan import Plan, Policy
-from reconciler.polling import DEFAULT_CAP_FACTOR, PollPolicy
+from reconciler.polling import PollPolicy
 from reconciler.report import hints, plan_render
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ BACKEND_HELP = ("The scheduler: local (jobs run on this machine), slurm, or auto
 WAIT_HELP = "Wait up to this many seconds for another reconciler's lock on the experiment instead of exiting."
 MAX_INTERVAL_HELP = ("Longest wait between passes: a watch waits longer while nothing changes and nothing is due, "
                      "and comes back to --interval when something changes or a job's next epoch or time limit "
-                     "approaches (default: five times --interval; equal to it polls at a fixed interval).")
+                     "approaches (default on SLURM: five times --interval; on the local backend: --interval, "
+                     "a fixed interval).")
 
 
 def _examples(*lines: str) -> str:
@@ -452,7 +453,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         click.echo(f"note: --interval raised to {caps.min_poll_seconds:g}s, the least this scheduler should be polled",
                    err=True)
         interval = caps.min_poll_seconds
-    poll = poll_policy(interval, max_interval)
+    poll = poll_policy(interval, max_interval, caps.max_poll_factor)
     if max_submit is None and caps.name == "slurm":
         max_submit = 25
     options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
@@ -520,9 +521,9 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         sys.exit(1)
 
 
-def poll_policy(interval: float, max_interval: float | None) -> PollPolicy:
-    """The watch's polling: from `interval` (the floor) up to `--max-interval` (default five floors)."""
-    cap = interval * DEFAULT_CAP_FACTOR if max_interval is None else max_interval
+def poll_policy(interval: float, max_interval: float | None, factor: float) -> PollPolicy:
+    """The watch's polling: from `interval` (the floor) up to `--max-interval` (default: `factor` floors)."""
+    cap = interval * factor if max_interval is None else max_interval
     if cap < interval:
         raise UsageError(f"--max-interval {cap:g} is below the polling floor of {interval:g}s (--interval, or the "
                          f"least this scheduler should be polled): give --max-interval {interval:g} or more "

@@ -5,7 +5,9 @@ waiting behind hour-long fine-tunes has nothing to learn from most of them; yet 
 should start soon after torchtune writes that epoch. So:
 
 - the interval starts at the floor (`--interval`, never below what the scheduler allows);
-- after a pass that changed nothing it grows by half, up to the cap (`--max-interval`);
+- after a pass that changed nothing it grows by half, up to the cap (`--max-interval`, by default
+  the backend's `max_poll_factor` floors: 5 min on SLURM; the local backend asks no one and stays
+  at its floor);
 - any change (a unit's state or job, a submission) brings it back to the floor;
 - it never overshoots the next expected event: a running fine-tune's next epoch (from the pace of
   the epochs it has written) or a running job's time limit; an event that is due and has not come
@@ -18,7 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 GROWTH = 1.5
-DEFAULT_CAP_FACTOR = 5  # a cap of five floors: 10 s on the local backend, 5 min on SLURM
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,9 @@ class Capabilities:
     default_poll_seconds: float
     # Seconds between fine-tune submissions (the shared HF cache races otherwise).
     finetune_stagger_seconds: float = 0.0
+    # How far a watch stretches its interval while nothing changes, by default (x the floor): a
+    # shared controller pays for every poll; a backend that asks no one is polled at the floor.
+    max_poll_factor: float = 1.0
 
 
 class Backend(Protocol):

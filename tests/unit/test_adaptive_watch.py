@@ -67,3 +67,13 @@ def test_a_cap_below_the_floor_is_refused_before_anything_is_submitted(tmp_path:
     assert len(errors) == 1 and "--max-interval 2 is below the polling floor of 5s" in errors[0]
     assert "Traceback" not in result.stderr
     assert not (exp / ".reconciler" / "journal.jsonl").exists()
+
+
+def test_slurm_stretches_to_five_floors_by_default_and_the_local_backend_stays_at_its_floor() -> None:
+    from reconciler.backends.local import CAPABILITIES as LOCAL
+    from reconciler.backends.slurm.backend import CAPABILITIES as SLURM
+    from reconciler.cli import poll_policy
+
+    assert poll_policy(60, None, SLURM.max_poll_factor) == PollPolicy(floor=60, cap=300)
+    assert poll_policy(2, None, LOCAL.max_poll_factor) == PollPolicy(floor=2, cap=2)
+    assert poll_policy(2, 30, LOCAL.max_poll_factor) == PollPolicy(floor=2, cap=30)
