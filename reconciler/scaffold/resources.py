@@ -66,13 +66,16 @@ class SizeRow:
     # only costs queue priority. So: 2 h for 1B, scaled with the model's step time, and a
     # TIMEOUT retry gets 1.5x (remedies.py).
     finetune_time: str
+    # The Llama 3.x release whose model of this size a model torchtune has no builder for is rendered as.
+    llama_minor: str
 
 
+# The one size table: job resources, the plan's GPU-hour estimate and the torchtune fallback model.
 SIZE_TABLE: dict[str, SizeRow] = {
-    "1B": SizeRow(mem="32G", gpus=1, cpus=4, constraint=None, finetune_time="2:00:00"),
-    "3B": SizeRow(mem="64G", gpus=1, cpus=4, constraint="gpu80", finetune_time="4:00:00"),
-    "8B": SizeRow(mem="96G", gpus=1, cpus=8, constraint="gpu80", finetune_time="8:00:00"),
-    "70B": SizeRow(mem="256G", gpus=4, cpus=8, constraint="gpu80", finetune_time="24:00:00"),
+    "1B": SizeRow(mem="32G", gpus=1, cpus=4, constraint=None, finetune_time="2:00:00", llama_minor="2"),
+    "3B": SizeRow(mem="64G", gpus=1, cpus=4, constraint="gpu80", finetune_time="4:00:00", llama_minor="2"),
+    "8B": SizeRow(mem="96G", gpus=1, cpus=8, constraint="gpu80", finetune_time="8:00:00", llama_minor="1"),
+    "70B": SizeRow(mem="256G", gpus=4, cpus=8, constraint="gpu80", finetune_time="24:00:00", llama_minor="3"),
 }
 _BUCKETS = (("1B", 1.0), ("3B", 3.0), ("8B", 8.0), ("70B", 70.0))
 # "Llama-3.2-1B-Instruct" -> 1, "Qwen2.5-0.5B" -> 0.5; the version number is not followed by B.
