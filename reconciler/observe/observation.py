@@ -192,7 +192,7 @@ def _stdout_places(desired: Desired, run: str, log_dir: Path) -> list[tuple[Path
     places: list[tuple[Path, int | None]] = [(log_dir, None), (log_dir.parent, None)]
     if log_dir.parent != layout.eval_dir(run):
         places.append((layout.eval_dir(run), None))
-    run_type = next(r.type for r in desired.loaded.spec.runs if r.name == run)
+    run_type = desired.loaded.spec.run_named(run).type
     if run_type == "fine-tuned":
         places.append((layout.output_dir(run), None))
         places += [(layout.epoch_dir(run, n), n) for n in range(desired.loaded.spec.controls.epochs)]

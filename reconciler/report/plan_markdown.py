@@ -48,7 +48,7 @@ def _scaffold_resources(desired: Desired, unit: Unit) -> UnitCost | None:
 
 def fallback_cost(desired: Desired, unit: Unit) -> UnitCost:
     spec = desired.loaded.spec
-    run = next(r for r in spec.runs if r.name == unit.run)
+    run = spec.run_named(unit.run)
     compute = run.compute if unit.kind == "finetune" else spec.evaluation.compute
     gpus = compute.gpus if compute is not None and compute.gpus is not None else model_gpus(run.model)
     time = compute.time if compute is not None and compute.time else FALLBACK_TIME[unit.kind]

@@ -46,7 +46,7 @@ from reconciler.backends.timefmt import parse_time_limit
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.model_dir import read_model_dir
 from reconciler.spec.load import LoadedSpec
-from reconciler.spec.models import ENV_NAME_PATTERN, Compute, Run
+from reconciler.spec.models import ENV_NAME_PATTERN, Compute
 from reconciler.spec.units import Unit
 
 CONFIG_ENV = "RECONCILER_CONFIG"
@@ -146,7 +146,7 @@ def size_by_parameters(parameters: int) -> str:
 def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CONFIG) -> Resources:
     """The resources of one unit, every override applied (pure but for reading the model's config.json once)."""
     spec = loaded.spec
-    run = _run(loaded, unit.run)
+    run = loaded.spec.run_named(unit.run)
     size, warning = model_size(run.model)
     if warning is not None:
         base = next(m for m in spec.models.base if m.name == run.model)
@@ -215,10 +215,6 @@ def gpu_hours(res: Resources) -> float:
 
 def unit_gpu_hours(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CONFIG) -> float:
     return gpu_hours(resources_for(loaded, unit, user))
-
-
-def _run(loaded: LoadedSpec, name: str) -> Run:
-    return next(r for r in loaded.spec.runs if r.name == name)
 
 
 def _apply_compute(res: Resources, compute: Compute) -> Resources:
