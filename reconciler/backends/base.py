@@ -140,6 +140,13 @@ class Backend(Protocol):
         ...
 
 
+def unit_of_tag(tag: str | None, prefix: str) -> str | None:
+    """The unit a job's tag says it belongs to, or None when the tag is not under `prefix` (not ours).
+
+    Ownership by tag: a job the journal does not know (its record was lost) is still the unit's."""
+    return tag[len(prefix) :] if tag is not None and tag.startswith(prefix) else None
+
+
 def job_order(job_id: str) -> tuple[int, int, str]:
     """The sort key of a job id: the order in which the scheduler handed the ids out. Never raises.
 

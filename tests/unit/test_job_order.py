@@ -1,4 +1,4 @@
-"""One order of job ids, for every place that sorts them (backends, observation, reports)."""
+"""One order of job ids, for every place that sorts them (backends, observation, reports), and one ownership by tag."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.backends.base import Job, Snapshot, job_order
+from reconciler.backends.base import Job, Snapshot, job_order, unit_of_tag
+from reconciler.spec.units import tag_for, tag_prefix
 
 NUMBERS = st.integers(min_value=0, max_value=10**12)
 # Ids as schedulers and journals write them, and some no scheduler writes (a corrupt journal).
@@ -55,3 +56,11 @@ def test_unicode_digits_are_not_numbers() -> None:
 def test_jobs_of_one_tag_come_in_submission_order() -> None:
     jobs = {i: Job(job_id=i, state="COMPLETED", tag="e/u") for i in ("10", "9", "²", "100")}
     assert [j.job_id for j in Snapshot(jobs=jobs).by_tag("e/u")] == ["²", "9", "10", "100"]
+
+
+@given(st.text(min_size=1), st.text(), st.text(min_size=1))
+def test_a_job_belongs_to_the_unit_its_tag_names_under_the_experiment(experiment: str, key: str, other: str) -> None:
+    assert unit_of_tag(tag_for(experiment, key), tag_prefix(experiment)) == key
+    if not other.startswith(experiment):  # another experiment's job, whatever its unit
+        assert unit_of_tag(tag_for(other, key), tag_prefix(experiment)) is None
+    assert unit_of_tag(None, tag_prefix(experiment)) is None  # a job submitted without a tag
