@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from reconciler.backends.local import LocalBackend
 from reconciler.backends.local_store import jobs_dir, load_records
 from reconciler.backends.slurm.backend import SlurmBackend
 from tests.fake_slurm import FAST_RETRY, write_executable
-from tests.slurm.conftest import require_slurm
+from tests.slurm.conftest import require_slurm, wait_until
 
 T = TypeVar("T")
 
@@ -77,14 +76,7 @@ class Contract:
 
     def wait(self, what: str, probe: Callable[[], T | None], timeout: float = 120.0) -> T:
         """Call `probe` until it returns something (a bound on a hang, not a speed claim)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = probe()
-            if value is not None:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: timed out after {timeout:g}s waiting for {what}")
-            time.sleep(self.poll_seconds)
+        return wait_until(f"{what} ({self.name} backend)", probe, timeout, self.poll_seconds)
 
     def wait_state(self, job_id: str, *states: str, timeout: float = 120.0) -> Job:
         def probe() -> Job | None:
