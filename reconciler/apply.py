@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reconciler.artifacts import move_aside
-from reconciler.backends.base import Backend, Snapshot, SubmitRequest
+from reconciler.backends.base import Backend, Snapshot, SubmitRequest, unit_of_tag
 from reconciler.crashpoints import crash_point
 from reconciler.errors import BackendError, BackendUnavailable, ReconcilerError, SubmitDeferred
 from reconciler.journal import Journal, JournalView
@@ -60,8 +60,7 @@ def record_observed(journal: Journal, view: JournalView, snapshot: Snapshot | No
     prefix = tag_for(desired.experiment, "")
     for job in sorted(snapshot.jobs.values(), key=lambda j: j.job_id):
         unit = owner.get(job.job_id)
-        if unit is None and job.tag and job.tag.startswith(prefix):
-            unit = job.tag[len(prefix):]
+        if unit is None and (unit := unit_of_tag(job.tag, prefix)) is not None:
             journal.append("adopted", unit=unit, job_id=job.job_id, fingerprint=None, tag=job.tag)
             events.append(Event(unit, "adopted", f"job {job.job_id} found by its tag", job.job_id))
         if unit is not None and not job.live and job.job_id not in view.terminal:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.backends.base import Backend
+from reconciler.backends.base import Backend, unit_of_tag
 from reconciler.journal import Journal
 from reconciler.plan import PlannedUnit
 from reconciler.spec.units import Desired, Unit, tag_prefix
@@ -37,7 +37,7 @@ def cancel_all(desired: Desired, backend: Backend) -> list[tuple[str, str]]:
     owner = view.unit_of()
     live = []
     for job in sorted(snapshot.jobs.values(), key=lambda j: j.job_id):
-        unit = owner.get(job.job_id) or (job.tag[len(prefix):] if job.tag and job.tag.startswith(prefix) else None)
+        unit = owner.get(job.job_id) or unit_of_tag(job.tag, prefix)
         if job.live and unit is not None:
             live.append((unit, job.job_id))
     if live:

@@ -107,7 +107,7 @@ class Snapshot:
     missing: frozenset[str] = frozenset()
 
     def by_tag(self, tag: str) -> list[Job]:
-        return sorted((j for j in self.jobs.values() if j.tag == tag), key=lambda j: int_or_zero(j.job_id))
+        return sorted((j for j in self.jobs.values() if j.tag == tag), key=lambda j: job_order(j.job_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +143,24 @@ class Backend(Protocol):
         ...
 
 
-def int_or_zero(job_id: str) -> int:
-    head = job_id.split("_", 1)[0]
-    return int(head) if head.isdigit() else 0
+def unit_of_tag(tag: str | None, prefix: str) -> str | None:
+    """The unit a job's tag says it belongs to, or None when the tag is not under `prefix` (not ours).
+
+    Ownership by tag: a job the journal does not know (its record was lost) is still the unit's."""
+    return tag[len(prefix) :] if tag is not None and tag.startswith(prefix) else None
+
+
+def job_order(job_id: str) -> tuple[int, int, str]:
+    """The sort key of a job id: the order in which the scheduler handed the ids out. Never raises.
+
+    `9` before `10`; an array task (`123_4`) or a heterogeneous job's component (`123+0`) after its
+    job `123` and by index (`123_4` before `123_10`); a pending array (`123_[1-5]`) with its job.
+    Ids no scheduler writes (`"²"`, whose `isdigit()` is true but which int() refuses, or text from a
+    corrupt journal) come first. The id itself breaks ties, so equal keys mean equal ids.
+    """
+    head, _, rest = job_id.replace("+", "_", 1).partition("_")
+    return (_ascii_int(head, 0), _ascii_int(rest, -1), job_id)
+
+
+def _ascii_int(text: str, default: int) -> int:
+    return int(text) if text.isascii() and text.isdigit() else default

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.backends import make_backend
-from reconciler.backends.base import Backend
+from reconciler.backends.base import Backend, job_order
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.fsutil import atomic_write_text
 from reconciler.journal import Journal
@@ -82,7 +82,7 @@ def _refuse_while_in_flight(recorded: str, requested: str, state_dir: Path, expe
         raise UsageError(f"the experiment was applied with --backend {recorded}, and whether its {len(ids)} job(s) "
                          f"there still run is unknown ({exc}); --backend {requested} would not see them. Ask again "
                          f"when {recorded} answers, or {move}") from None
-    live = sorted((j.job_id for j in snapshot.jobs.values() if j.live), key=lambda i: (len(i), i))
+    live = sorted((j.job_id for j in snapshot.jobs.values() if j.live), key=job_order)
     if live:
         shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
         raise UsageError(f"the experiment runs on --backend {recorded} ({len(live)} job(s) in flight: {shown}); "

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.backends.base import GONE, UNKNOWN, Job, Snapshot
+from reconciler.backends.base import GONE, UNKNOWN, Job, Snapshot, job_order
 from reconciler.journal import JournalView
 from reconciler.observe import inputs
 from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence, epoch_inputs
@@ -192,7 +192,7 @@ def _stdout_places(desired: Desired, run: str, log_dir: Path) -> list[tuple[Path
     places: list[tuple[Path, int | None]] = [(log_dir, None), (log_dir.parent, None)]
     if log_dir.parent != layout.eval_dir(run):
         places.append((layout.eval_dir(run), None))
-    run_type = next(r.type for r in desired.loaded.spec.runs if r.name == run)
+    run_type = desired.loaded.spec.run_named(run).type
     if run_type == "fine-tuned":
         places.append((layout.output_dir(run), None))
         places += [(layout.epoch_dir(run, n), n) for n in range(desired.loaded.spec.controls.epochs)]
@@ -339,17 +339,11 @@ def _ordered(jobs: dict[str, Job], journal: JournalView) -> tuple[Job, ...]:
     if len(jobs) == 1:  # the usual case: one job, nothing to sort
         (job,) = jobs.values()
         return () if _cancelled_and_ended(job, journal) else (job,)
-    return tuple(sorted((j for j in jobs.values() if not _cancelled_and_ended(j, journal)), key=_job_order))
+    return tuple(sorted((j for j in jobs.values() if not _cancelled_and_ended(j, journal)), key=lambda j: job_order(j.job_id)))
 
 
 def _cancelled_and_ended(job: Job, journal: JournalView) -> bool:
     return job.job_id in journal.cancelled and not job.live and job.state != UNKNOWN
-
-
-def _job_order(job: Job) -> tuple[int, str]:
-    head = job.job_id.split("_", 1)[0]
-    # isascii: `"²".isdigit()` is true, and int() refuses it; ids come from the scheduler and the journal.
-    return (int(head) if head.isascii() and head.isdigit() else 0, job.job_id)
 
 
 def all_done_on_disk(files: Files) -> bool:

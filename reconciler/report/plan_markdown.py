@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -10,16 +9,12 @@ from reconciler.backends.timefmt import parse_time_limit
 from reconciler.errors import ReconcilerError
 from reconciler.plan import ACTIONS, SUBMITTING, Plan
 from reconciler.report.plan_render import plan_record
-from reconciler.scaffold.resources import resources_for
+from reconciler.scaffold.resources import SIZE_TABLE, model_size, resources_for
 from reconciler.spec.units import Desired, Unit
 
 COLLAPSE_AFTER = 10
 # Fallback when the scaffold refuses a unit's overrides (validate reports them): GPUs by model size, time limits by kind.
 FALLBACK_TIME = {"finetune": "2:00:00", "eval": "0:30:00"}
-LARGE_MODEL_BILLIONS = 30  # 70B needs 4 GPUs; 1B, 3B and 8B fit on one
-LARGE_MODEL_GPUS = 4
-# "Llama-3.2-1B-Instruct" -> 1; the "3.2" is a version, not a size.
-_SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)[bB](?![A-Za-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -53,7 +48,7 @@ def _scaffold_resources(desired: Desired, unit: Unit) -> UnitCost | None:
 
 def fallback_cost(desired: Desired, unit: Unit) -> UnitCost:
     spec = desired.loaded.spec
-    run = next(r for r in spec.runs if r.name == unit.run)
+    run = spec.run_named(unit.run)
     compute = run.compute if unit.kind == "finetune" else spec.evaluation.compute
     gpus = compute.gpus if compute is not None and compute.gpus is not None else model_gpus(run.model)
     time = compute.time if compute is not None and compute.time else FALLBACK_TIME[unit.kind]
@@ -61,15 +56,9 @@ def fallback_cost(desired: Desired, unit: Unit) -> UnitCost:
     return UnitCost(unit.key, gpus, seconds if seconds is not None else 0)
 
 
-def model_size(name: str) -> float | None:
-    """Billions of parameters from a model name, or None when it does not say."""
-    found = _SIZE.findall(name)
-    return float(found[-1]) if found else None
-
-
 def model_gpus(name: str) -> int:
-    size = model_size(name)
-    return LARGE_MODEL_GPUS if size is not None and size >= LARGE_MODEL_BILLIONS else 1
+    """GPUs by the size table's row for the model's name (its warning is the scaffold's to give)."""
+    return SIZE_TABLE[model_size(name)[0]].gpus
 
 
 def estimate_record(plan: Plan, desired: Desired) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from reconciler.backends.base import job_order
 from reconciler.crashpoints import crash_point
 from reconciler.plan import STATES, PlannedUnit
 from reconciler.report.state_file import (
@@ -268,8 +269,7 @@ def _all_submitted(units: dict[str, Unit], result: PassResult, ts: str) -> list[
     out = []
     for log in ("finetune", "eval"):
         mine = [e for e in result.events if e.unit in units and _log_of(units[e.unit].kind) == log]
-        ids = sorted((e.job_id for e in mine if e.kind in ("submitted", "resubmitted") and e.job_id),
-                     key=lambda j: (len(j), j))
+        ids = sorted((e.job_id for e in mine if e.kind in ("submitted", "resubmitted") and e.job_id), key=job_order)
         failures = sum(1 for e in mine if e.kind == "failed_submit")
         if not ids and not failures:
             continue

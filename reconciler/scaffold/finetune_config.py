@@ -10,7 +10,7 @@ from typing import Any
 
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.model_dir import ModelDir, llama_builder, read_model_dir
-from reconciler.scaffold.resources import Resources, model_size
+from reconciler.scaffold.resources import SIZE_TABLE, Resources, model_size
 from reconciler.scaffold.values import TrainValues
 
 SINGLE_DEVICE_RECIPE = "lora_finetune_single_device"
@@ -49,8 +49,6 @@ _LLAMA: dict[tuple[str | None, str], TorchtuneModel] = {
     (None, "8B"): TorchtuneModel("torchtune.models.llama3.lora_llama3_8b", "LLAMA3", _shards(4)),
     (None, "70B"): TorchtuneModel("torchtune.models.llama3.lora_llama3_70b", "LLAMA3", _shards(30)),
 }
-# A model name we do not recognise gets the Llama model of its size, with a warning.
-_BY_SIZE = {"1B": ("2", "1B"), "3B": ("2", "3B"), "8B": ("1", "8B"), "70B": ("3", "70B")}
 _LLAMA_RE = re.compile(r"llama[-_ ]?3(?:[._](\d))?", re.IGNORECASE)
 
 
@@ -79,7 +77,8 @@ def torchtune_model(name: str, model: ModelDir, component: str | None = None, mo
         builder = llama_builder(model, where)
         return TorchtuneModel(builder.component, builder.model_type, files or ["model.safetensors"],
                               arguments=tuple(builder.arguments.items())), None
-    fallback = _LLAMA[_BY_SIZE[size]]
+    # A model name we do not recognise gets the Llama model of its size, with a warning.
+    fallback = _LLAMA[(SIZE_TABLE[size].llama_minor, size)]
     return fallback, (f"model {name!r} is not a Llama 3.x model torchtune is configured for here and "
                       f"{model.path} is not visible to read its config.json; rendering {fallback.component} "
                       f"(by size {size})")

@@ -46,7 +46,7 @@ from reconciler.backends.timefmt import parse_time_limit
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.model_dir import read_model_dir
 from reconciler.spec.load import LoadedSpec
-from reconciler.spec.models import ENV_NAME_PATTERN, Compute, Run
+from reconciler.spec.models import ENV_NAME_PATTERN, Compute
 from reconciler.spec.units import Unit
 
 CONFIG_ENV = "RECONCILER_CONFIG"
@@ -66,13 +66,16 @@ class SizeRow:
     # only costs queue priority. So: 2 h for 1B, scaled with the model's step time, and a
     # TIMEOUT retry gets 1.5x (remedies.py).
     finetune_time: str
+    # The Llama 3.x release whose model of this size a model torchtune has no builder for is rendered as.
+    llama_minor: str
 
 
+# The one size table: job resources, the plan's GPU-hour estimate and the torchtune fallback model.
 SIZE_TABLE: dict[str, SizeRow] = {
-    "1B": SizeRow(mem="32G", gpus=1, cpus=4, constraint=None, finetune_time="2:00:00"),
-    "3B": SizeRow(mem="64G", gpus=1, cpus=4, constraint="gpu80", finetune_time="4:00:00"),
-    "8B": SizeRow(mem="96G", gpus=1, cpus=8, constraint="gpu80", finetune_time="8:00:00"),
-    "70B": SizeRow(mem="256G", gpus=4, cpus=8, constraint="gpu80", finetune_time="24:00:00"),
+    "1B": SizeRow(mem="32G", gpus=1, cpus=4, constraint=None, finetune_time="2:00:00", llama_minor="2"),
+    "3B": SizeRow(mem="64G", gpus=1, cpus=4, constraint="gpu80", finetune_time="4:00:00", llama_minor="2"),
+    "8B": SizeRow(mem="96G", gpus=1, cpus=8, constraint="gpu80", finetune_time="8:00:00", llama_minor="1"),
+    "70B": SizeRow(mem="256G", gpus=4, cpus=8, constraint="gpu80", finetune_time="24:00:00", llama_minor="3"),
 }
 _BUCKETS = (("1B", 1.0), ("3B", 3.0), ("8B", 8.0), ("70B", 70.0))
 # "Llama-3.2-1B-Instruct" -> 1, "Qwen2.5-0.5B" -> 0.5; the version number is not followed by B.
@@ -143,7 +146,7 @@ def size_by_parameters(parameters: int) -> str:
 def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CONFIG) -> Resources:
     """The resources of one unit, every override applied (pure but for reading the model's config.json once)."""
     spec = loaded.spec
-    run = _run(loaded, unit.run)
+    run = loaded.spec.run_named(unit.run)
     size, warning = model_size(run.model)
     if warning is not None:
         base = next(m for m in spec.models.base if m.name == run.model)
@@ -212,10 +215,6 @@ def gpu_hours(res: Resources) -> float:
 
 def unit_gpu_hours(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CONFIG) -> float:
     return gpu_hours(resources_for(loaded, unit, user))
-
-
-def _run(loaded: LoadedSpec, name: str) -> Run:
-    return next(r for r in loaded.spec.runs if r.name == name)
 
 
 def _apply_compute(res: Resources, compute: Compute) -> Resources:

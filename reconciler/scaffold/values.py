@@ -76,7 +76,7 @@ class EvalValues:
 
 
 def find_run(loaded: LoadedSpec, name: str) -> Run:
-    return next(r for r in loaded.spec.runs if r.name == name)
+    return loaded.spec.run_named(name)
 
 
 def find_task(loaded: LoadedSpec, name: str) -> Task:

@@ -201,3 +201,10 @@ class ExperimentSpec(_Open):
     runs: list[Run] = Field(min_length=1)
     evaluation: Evaluation
     reconciler: Settings = Field(default_factory=Settings)
+
+    def run_named(self, name: str) -> Run:
+        """The run called `name` (the loader refuses a name defined twice)."""
+        for run in self.runs:
+            if run.name == name:
+                return run
+        raise KeyError(f"no run named {name!r} in the experiment")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.backends.base import Job, int_or_zero
+from reconciler.backends.base import Job, job_order
 from tests.conftest import REPO
 from tests.jobrecords import local_jobs
 
@@ -131,7 +131,7 @@ def slurm_jobs_with_prefix(prefix: str, days: int = 2) -> list[Job]:
         found[job.job_id] = job
     for job in parse_squeue(run(["squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}"])):
         found[job.job_id] = job
-    return sorted((j for j in found.values() if j.tag and j.tag.startswith(prefix)), key=lambda j: int_or_zero(j.job_id))
+    return sorted((j for j in found.values() if j.tag and j.tag.startswith(prefix)), key=lambda j: job_order(j.job_id))
 
 
 def assert_one_success_and_no_overlap(exp_dir: Path, experiment: str, units: int, backend: str = "local") -> None:

@@ -17,12 +17,10 @@ import pytest
 from reconciler.backends.base import (
     CANCELLED,
     COMPLETED,
-    DEPENDENCY_NEVER_SATISFIED,
     FAILED,
     NODE_FAIL,
     PENDING,
     RUNNING,
-    TIMEOUT,
     Job,
     SubmitRequest,
 )
@@ -138,48 +136,8 @@ def test_request_stdout_overrides_script_and_missing_script_is_an_error(backend:
         submit(backend, path, tmp_path, depends_on=("424242",))
 
 
-def test_nonzero_exit_is_failed_with_its_exit_code(backend: LocalBackend, tmp_path: Path) -> None:
-    job_id = submit(backend, script(tmp_path, "bad", "exit 3"), tmp_path)
-    job = wait_for(backend, job_id, {COMPLETED, FAILED})
-    assert (job.state, job.exit_code, job.failure_class) == (FAILED, 3, "other")
 
 
-def test_afterok_chain_runs_in_order(backend: LocalBackend, tmp_path: Path) -> None:
-    trace = tmp_path / "trace"
-    ids: list[str] = []
-    for name in ("a", "b", "c"):
-        path = script(tmp_path, name, f"echo start-{name} >> {trace}; sleep 0.2; echo end-{name} >> {trace}")
-        ids.append(submit(backend, path, tmp_path, depends_on=tuple(ids[-1:])))
-    assert backend.query("", ids).jobs[ids[2]].reason == "Dependency"
-    jobs = [wait_for(backend, job_id, {COMPLETED}) for job_id in ids]
-    assert trace.read_text().split() == ["start-a", "end-a", "start-b", "end-b", "start-c", "end-c"]
-    assert jobs[0].ended_at <= jobs[1].started_at and jobs[1].ended_at <= jobs[2].started_at  # type: ignore[operator]
-    assert jobs[2].depends_on == (ids[1],)
-
-
-def test_failed_dependency_pends_forever_until_cancelled(backend: LocalBackend, tmp_path: Path) -> None:
-    first = submit(backend, script(tmp_path, "first", "exit 1"), tmp_path)
-    marker = tmp_path / "second-ran"
-    second = submit(backend, script(tmp_path, "second", f"touch {marker}"), tmp_path, depends_on=(first,))
-    wait_for(backend, first, {FAILED})
-    for _ in range(3):  # stays that way: nothing resolves it but a cancel
-        job = backend.query("", [second]).jobs[second]
-        assert (job.state, job.reason) == (PENDING, DEPENDENCY_NEVER_SATISFIED)
-        time.sleep(0.2)
-    backend.cancel([second])
-    assert wait_for(backend, second, {CANCELLED}).ended_at is not None
-    assert not marker.exists()
-
-
-def test_release_starts_a_dependent_before_its_dependency_ends(backend: LocalBackend, tmp_path: Path) -> None:
-    slow = submit(backend, script(tmp_path, "slow", "sleep 30"), tmp_path)
-    quick = submit(backend, script(tmp_path, "quick", "true"), tmp_path, depends_on=(slow,))
-    wait_for(backend, slow, {RUNNING})
-    assert backend.query("", [quick]).jobs[quick].reason == "Dependency"
-    backend.release(quick)
-    job = wait_for(backend, quick, {COMPLETED})
-    assert job.depends_on == ()
-    assert backend.query("", [slow]).jobs[slow].state == RUNNING
 
 
 def test_cancel_kills_a_running_job_with_its_children(backend: LocalBackend, tmp_path: Path) -> None:
@@ -216,16 +174,6 @@ def test_cancel_pending_job_and_pending_reasons(state_dir: Path, tmp_path: Path)
     after = submit(backend, script(tmp_path, "after", "true"), tmp_path)
     assert wait_for(backend, after, {COMPLETED}).state == COMPLETED
 
-
-def test_time_limit_kills_with_timeout(backend: LocalBackend, tmp_path: Path) -> None:
-    began, finished = tmp_path / "began", tmp_path / "finished"
-    job_id = submit(backend, script(tmp_path, "long", f"touch {began}; sleep 30; touch {finished}", ("--time=0:01",)),
-                    tmp_path)
-    job = wait_for(backend, job_id, {TIMEOUT, COMPLETED, FAILED})
-    assert (job.state, job.failure_class) == (TIMEOUT, "timeout")
-    # It ran, and was stopped before its end (an order, not a duration: speed is not a test's to judge).
-    assert began.exists() and not finished.exists()
-    assert job.started_at is not None and job.ended_at is not None and job.started_at <= job.ended_at
 
 
 def test_concurrency_limit_one_never_overlaps_and_starts_fifo(state_dir: Path, tmp_path: Path) -> None:
@@ -312,16 +260,6 @@ def test_concurrent_submitters_get_distinct_ids(state_dir: Path, tmp_path: Path)
     for job_id in ids:
         wait_for(backend, job_id, {COMPLETED})
 
-
-def test_query_by_tag_prefix_plus_asked_ids(backend: LocalBackend, tmp_path: Path) -> None:
-    path = script(tmp_path, "tagged", "true")
-    finetune = submit(backend, path, tmp_path, tag="exp1/finetune/r8")
-    evaluation = submit(backend, path, tmp_path, tag="exp1/eval/r8/task/epoch0")
-    other = submit(backend, path, tmp_path, tag="exp2/finetune/r8")
-    assert set(backend.query("exp1/", []).jobs) == {finetune, evaluation}
-    snapshot = backend.query("exp1/eval/", [other, "999"])
-    assert set(snapshot.jobs) == {evaluation, other} and snapshot.missing == frozenset({"999"})
-    assert [j.job_id for j in snapshot.by_tag("exp2/finetune/r8")] == [other]
 
 
 @pytest.mark.parametrize(

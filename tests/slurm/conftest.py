@@ -26,8 +26,7 @@ SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
+def require_slurm() -> None:
     """Skip when no cluster answers; fail instead when RECONCILER_REQUIRE_SLURM=1 (CI)."""
     if slurm_available():
         return
@@ -35,6 +34,11 @@ def slurm_cluster() -> None:
     if os.environ.get("RECONCILER_REQUIRE_SLURM") == "1":
         pytest.fail(f"{reason}, and RECONCILER_REQUIRE_SLURM=1 requires one")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    require_slurm()
 
 
 @pytest.fixture

@@ -9,18 +9,14 @@ from pathlib import Path
 import pytest
 
 from reconciler.backends.base import (
-    CANCELLED,
     COMPLETED,
-    DEPENDENCY_NEVER_SATISFIED,
     FAILED,
     PENDING,
     RUNNING,
     Job,
-    Snapshot,
     SubmitRequest,
 )
 from reconciler.backends.slurm.backend import SlurmBackend
-from reconciler.backends.slurm.commands import CALLS
 from reconciler.errors import BackendUnavailable
 
 from .conftest import SCRIPTS, CommandLog, job_script, wait_until, write_executable
@@ -49,87 +45,9 @@ def wait_state(backend: SlurmBackend, prefix: str, job_id: str, state: str, time
     return wait_until(f"job {job_id} to be {state}", probe, timeout)
 
 
-def test_submit_runs_to_completed_with_tag(backend: SlurmBackend, tmp_path: Path, tag_prefix: str) -> None:
-    tag = tag_prefix + "finetune/r8"
-    job_id = submit(backend, tmp_path, tag, "echo hello from $SLURM_JOB_ID")
-    assert job_id.isdigit()
-    live = backend.query(tag_prefix, []).jobs.get(job_id)
-    assert live is None or (live.name == "r8" and live.tag == tag)  # None: already ended
-
-    job = wait_state(backend, tag_prefix, job_id, COMPLETED)
-    # Not the name: sacct calls a just-ended short job `allocation` for a few seconds.
-    assert job.tag == tag
-    assert job.exit_code == 0
-    assert job.ended_at is not None and job.started_at is not None
-    # The --output directory did not exist: submit created it, or the job would have failed.
-    assert (tmp_path / "logs" / f"{job_id}.out").read_text().strip() == f"hello from {job_id}"
 
 
-def test_failed_job_has_exit_code(backend: SlurmBackend, tmp_path: Path, tag_prefix: str) -> None:
-    job_id = submit(backend, tmp_path, tag_prefix + "finetune/bad", "exit 3")
-    job = wait_state(backend, tag_prefix, job_id, FAILED)
-    assert job.exit_code == 3
-    assert job.failure_class == "other"
 
-
-def test_afterok_chain(backend: SlurmBackend, tmp_path: Path, tag_prefix: str, cleanup_jobs: list[str]) -> None:
-    first = submit(backend, tmp_path, tag_prefix + "finetune/a", "sleep 2")
-    second = submit(backend, tmp_path, tag_prefix + "eval/a", "true", depends_on=(first,))
-    third = submit(backend, tmp_path, tag_prefix + "eval/b", "true", depends_on=(first, second))
-    cleanup_jobs += [first, second, third]
-
-    waiting = backend.query(tag_prefix, [])  # by tag alone: all three are live
-    assert {first, second, third} <= set(waiting.jobs)
-    assert waiting.jobs[second].state == PENDING
-    assert waiting.jobs[second].depends_on == (first,)
-    assert waiting.jobs[third].depends_on == (first, second)
-
-    done = wait_state(backend, tag_prefix, third, COMPLETED, timeout=90)
-    final = backend.query(tag_prefix, [first, second, third])
-    assert all(final.jobs[j].state == COMPLETED for j in (first, second, third))
-    ends = {j: final.jobs[j].ended_at for j in (first, second)}
-    assert final.jobs[second].started_at is not None and ends[first] is not None
-    assert final.jobs[second].started_at >= ends[first]
-    assert done.started_at is not None and ends[second] is not None and done.started_at >= ends[second]
-
-
-def test_failed_dependency_never_satisfied_then_release_and_cancel(
-    backend: SlurmBackend, tmp_path: Path, tag_prefix: str, cleanup_jobs: list[str]
-) -> None:
-    failing = submit(backend, tmp_path, tag_prefix + "finetune/bad", "exit 1")
-    released = submit(backend, tmp_path, tag_prefix + "eval/released", "echo ran", depends_on=(failing,))
-    cancelled = submit(backend, tmp_path, tag_prefix + "eval/cancelled", "echo ran", depends_on=(failing,))
-    cleanup_jobs += [failing, released, cancelled]
-
-    def blocked() -> Snapshot | None:
-        snap = backend.query(tag_prefix, [failing, released, cancelled])
-        both = [snap.jobs.get(released), snap.jobs.get(cancelled)]
-        return snap if all(j is not None and j.reason == DEPENDENCY_NEVER_SATISFIED for j in both) else None
-
-    snap = wait_until("DependencyNeverSatisfied", blocked)
-    assert snap.jobs[failing].state == FAILED
-    assert snap.jobs[released].state == PENDING  # SLURM leaves it pending forever
-    assert snap.jobs[released].live
-
-    backend.release(released)
-    job = wait_state(backend, tag_prefix, released, COMPLETED)
-    assert job.exit_code == 0
-
-    backend.cancel([cancelled])
-    assert wait_state(backend, tag_prefix, cancelled, CANCELLED).live is False
-
-
-def test_cancel_is_idempotent(backend: SlurmBackend, tmp_path: Path, tag_prefix: str, cleanup_jobs: list[str]) -> None:
-    job_id = submit(backend, tmp_path, tag_prefix + "finetune/long", "sleep 300")
-    cleanup_jobs.append(job_id)
-    wait_until("job to start or queue", lambda: state_of(backend, tag_prefix, job_id))
-    backend.cancel([job_id])
-    job = wait_state(backend, tag_prefix, job_id, CANCELLED)
-    assert job.failure_class == "cancelled"
-    backend.cancel([job_id])  # already ended: no error
-    before = CALLS["scancel"]
-    backend.cancel([])
-    assert CALLS["scancel"] == before  # nothing to cancel: no command
 
 
 def test_query_makes_one_squeue_call(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.backends.base import LIVE_STATES, TERMINAL_STATES, Job
+from reconciler.backends.base import LIVE_STATES, TERMINAL_STATES, Job, job_order
 from reconciler.journal import JournalView, UnitHistory, _fold
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
 from reconciler.observe.observation import UNKNOWN, _ordered
@@ -78,11 +78,7 @@ def reference_ordered(jobs: dict[str, Job], journal: JournalView) -> tuple[Job, 
     def ended_cancel(j: Job) -> bool:
         return j.job_id in journal.cancelled and not j.live and j.state != UNKNOWN
 
-    def order(job_id: str) -> tuple[int, str]:
-        head = job_id.split("_", 1)[0]
-        return (int(head) if head.isascii() and head.isdigit() else 0, job_id)
-
-    return tuple(sorted((j for j in jobs.values() if not ended_cancel(j)), key=lambda j: order(j.job_id)))
+    return tuple(sorted((j for j in jobs.values() if not ended_cancel(j)), key=lambda j: job_order(j.job_id)))
 
 
 JOB_IDS = st.sampled_from(["7", "12", "100", "12_3", "abc", "9_x", "²"])

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from reconciler.scaffold import ScaffoldError
+from reconciler.scaffold.finetune_config import torchtune_model
 from reconciler.scaffold.model_dir import llama_builder, read_model_dir
 from reconciler.scaffold.render import render_unit
 from reconciler.scaffold.resources import resources_for, size_by_parameters
@@ -178,3 +179,16 @@ def test_an_adapter_only_checkpoint_names_its_local_base_model(tmp_path: Path) -
     assert not (view / "adapter_config.json").is_symlink()
     # The checkpoint itself is untouched; a second run replaces the view's links.
     assert json.loads((tmp_path / "epoch_0" / "adapter_config.json").read_text())["base_model_name_or_path"] is None
+
+
+@pytest.mark.parametrize(("name", "component"), [
+    ("Foo-1B", "torchtune.models.llama3_2.lora_llama3_2_1b"),
+    ("Qwen2.5-3B", "torchtune.models.llama3_2.lora_llama3_2_3b"),
+    ("Mistral-7B-v0.1", "torchtune.models.llama3_1.lora_llama3_1_8b"),
+    ("Qwen2-72B", "torchtune.models.llama3_3.lora_llama3_3_70b"),
+])
+def test_a_model_out_of_sight_renders_the_llama_model_of_its_size(tmp_path: Path, name: str, component: str) -> None:
+    # No Llama 3.x name and no directory to read: the size table's row picks the model, with a warning.
+    model, warning = torchtune_model(name, read_model_dir(tmp_path / "not-mounted-here"))
+    assert model.component == component
+    assert warning is not None and f"rendering {component}" in warning

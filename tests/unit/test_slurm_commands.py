@@ -223,6 +223,7 @@ def test_submit_creates_the_output_directory(backend: SlurmBackend, fake_bin: Pa
 def test_cancel_and_release_argv(backend: SlurmBackend, fake_bin: Path) -> None:
     fake(fake_bin, "scancel", "true")
     fake(fake_bin, "scontrol", "true")
+    backend.cancel([])  # nothing to cancel: no command at all
     backend.cancel(["12", "3", "12"])
     backend.release("4")
     assert (fake_bin / "scancel.calls").read_text() == "3 12\n"

@@ -21,6 +21,13 @@ def test_v03_sweep_loads_and_detects_dialect() -> None:
     assert loaded.spec.runs[0].parameters["lr"] == pytest.approx(1e-5)
 
 
+def test_a_run_is_found_by_its_name() -> None:
+    spec = load_spec(EXPERIMENTS / "sweep8").spec
+    assert [spec.run_named(r.name) for r in reversed(spec.runs)] == list(reversed(spec.runs))
+    with pytest.raises(KeyError, match="no run named 'nope'"):
+        spec.run_named("nope")
+
+
 def test_v02_sweep_loads_with_its_own_layout() -> None:
     loaded = load_spec(EXPERIMENTS / "v02_sweep" / "experiment_summary.yaml")
     assert loaded.dialect == "v0.2"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from reconciler.backends.base import Capabilities, Job, Snapshot, SubmitRequest, int_or_zero
+from reconciler.backends.base import Capabilities, Job, Snapshot, SubmitRequest, job_order
 from reconciler.backends.slurm.commands import CommandFailed, RetryPolicy, retrying, run, run_once
 from reconciler.backends.slurm.parse import (
     SACCT_FORMAT,
@@ -105,11 +105,11 @@ class SlurmBackend:
         argv = ["squeue", "--me", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
         jobs = parse_squeue(run(argv, self.policy, unknown_is_transient=True).stdout)
         mine = [job for job in jobs if job.tag == tag and (job.live or (job.submitted_at or 0) >= since)]
-        return max(mine, key=lambda job: int_or_zero(job.job_id)).job_id if mine else None
+        return max(mine, key=lambda job: job_order(job.job_id)).job_id if mine else None
 
     def _live_job_with_tag(self, tag: str) -> str | None:
         live = [job for job in self._squeue() if job.tag == tag and job.live]
-        return max(live, key=lambda job: int_or_zero(job.job_id)).job_id if live else None
+        return max(live, key=lambda job: job_order(job.job_id)).job_id if live else None
 
     # -- query --------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ class SlurmBackend:
             for job in self._squeue()
             if job.job_id in wanted or (job.tag is not None and job.tag.startswith(tag_prefix))
         }
-        rest = sorted(wanted - jobs.keys(), key=int_or_zero)
+        rest = sorted(wanted - jobs.keys(), key=job_order)
         if rest:
             sources.append("sacct")
             accounted = self._sacct(rest)
@@ -199,7 +199,7 @@ class SlurmBackend:
     # -- cancel, release ------------------------------------------------------------------
 
     def cancel(self, job_ids: Collection[str]) -> None:
-        ids = sorted({str(job_id) for job_id in job_ids}, key=int_or_zero)
+        ids = sorted({str(job_id) for job_id in job_ids}, key=job_order)
         if not ids:
             return
         _check_ids(ids)
