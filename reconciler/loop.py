@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -11,7 +12,7 @@ from pathlib import Path
 from reconciler import pass_memo
 from reconciler.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
 from reconciler.backends import Question, ask
-from reconciler.backends.base import Backend, Snapshot
+from reconciler.backends.base import COMPLETED, Backend, Snapshot
 from reconciler.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
 from reconciler.observe import inputs
@@ -261,11 +262,14 @@ def adaptive_pace(poll: PollPolicy, desired: Callable[[], Desired], on_interval:
     `on_interval` hears each new interval, so the log can say what is in use."""
     last_digest: tuple[object, ...] | None = None
     last_wait = poll.floor
+    eval_seconds: dict[str, float] = {}  # by job id: a job's end is in the answer of one pass only
 
     def pace(result: PassResult) -> float:
         nonlocal last_digest, last_wait
         digest = pass_digest(result)
-        expected = next_event(running_jobs(desired(), result), clock())
+        eval_seconds.update(finished_eval_seconds(result))
+        typical = statistics.median(eval_seconds.values()) if eval_seconds else None
+        expected = next_event(running_jobs(desired(), result, typical), clock())
         wait = next_interval(poll, last_wait, changed=digest != last_digest, expected_in=expected)
         if wait != last_wait:
             on_interval(wait)
@@ -281,9 +285,17 @@ def pass_digest(result: PassResult) -> tuple[object, ...]:
     return units, tuple((e.kind, e.unit, e.detail) for e in result.events)
 
 
-def running_jobs(desired: Desired, result: PassResult) -> list[RunningJob]:
+def finished_eval_seconds(result: PassResult) -> dict[str, float]:
+    """How long each eval job this pass saw completed ran, by job id."""
+    return {job.job_id: job.ended_at - job.started_at for p in result.plan.units if p.kind == "eval"
+            for job in result.observation.get(p.key).jobs
+            if job.state == COMPLETED and job.started_at is not None and job.ended_at is not None}
+
+
+def running_jobs(desired: Desired, result: PassResult, typical_eval: float | None = None) -> list[RunningJob]:
     """What the running jobs of a pass let us expect: fine-tunes write epochs at the pace of the
-    first ones; every job ends by its time limit."""
+    first ones; evals end after `typical_eval` seconds (how long finished ones ran); every job ends
+    by its time limit."""
     from reconciler.backends.timefmt import parse_time_limit
     from reconciler.scaffold.resources import resources_for
 
@@ -303,7 +315,7 @@ def running_jobs(desired: Desired, result: PassResult) -> list[RunningJob]:
             limit = None
         mtimes = tuple(e.mtime for e in ev.epochs if e.state == "complete" and e.mtime is not None)
         out.append(RunningJob(started_at=job.started_at, time_limit=limit, epochs_total=len(unit.epochs),
-                              epoch_mtimes=mtimes))
+                              epoch_mtimes=mtimes, typical_seconds=typical_eval if unit.kind == "eval" else None))
     return out
 
 

@@ -10,8 +10,9 @@ should start soon after torchtune writes that epoch. So:
   at its floor);
 - any change (a unit's state or job, a submission) brings it back to the floor;
 - it never overshoots the next expected event: a running fine-tune's next epoch (from the pace of
-  the epochs it has written) or a running job's time limit; an event that is due and has not come
-  yet keeps the watch at the floor until it does.
+  the epochs it has written), a running eval's end (at the typical duration of the experiment's
+  finished evals), or a running job's time limit; an event that is due and has not come yet keeps
+  the watch at the floor until it does.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class RunningJob:
     time_limit: float | None = None  # seconds, from the job's script
     epochs_total: int = 0  # a fine-tune: how many epochs it writes
     epoch_mtimes: tuple[float, ...] = ()  # when each epoch written so far was complete
+    typical_seconds: float | None = None  # how long finished jobs of its kind took
 
 
 def next_event(jobs: Iterable[RunningJob], now: float) -> float | None:
@@ -52,6 +54,8 @@ def _expected(job: RunningJob) -> list[float]:
     out = []
     if job.time_limit is not None:
         out.append(job.started_at + job.time_limit)
+    if job.typical_seconds is not None:
+        out.append(job.started_at + job.typical_seconds)
     done = len(job.epoch_mtimes)
     if job.epochs_total and 0 < done < job.epochs_total:
         pace = (max(job.epoch_mtimes) - job.started_at) / done

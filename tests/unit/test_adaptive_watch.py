@@ -77,3 +77,17 @@ def test_slurm_stretches_to_five_floors_by_default_and_the_local_backend_stays_a
     assert poll_policy(60, None, SLURM.max_poll_factor) == PollPolicy(floor=60, cap=300)
     assert poll_policy(2, None, LOCAL.max_poll_factor) == PollPolicy(floor=2, cap=2)
     assert poll_policy(2, 30, LOCAL.max_poll_factor) == PollPolicy(floor=2, cap=30)
+
+
+def test_a_running_eval_is_expected_to_end_at_the_typical_duration_of_finished_ones(tmp_path: Path) -> None:
+    desired = load_desired(copy_demo(tmp_path / "demo"))
+    backend = FakeBackend()
+    pace = adaptive_pace(PollPolicy(floor=10, cap=1000), lambda: desired, lambda _: None, clock=lambda: T0)
+    run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)
+    by_tag = {j.tag.rsplit(":", 1)[1]: j.job_id for j in backend.jobs.values() if j.tag}
+    backend.set(by_tag["eval/base/capitalization/base"], "COMPLETED", exit_code=0, started_at=T0 - 300,
+                ended_at=T0 - 260)  # took 40 s
+    backend.set(by_tag["eval/rank4_lr5e-5/capitalization/epoch0"], "RUNNING", started_at=T0 - 10, depends_on=())
+    for _ in range(12):  # the completed job is in the first pass's answer only: the watch remembers it
+        wait = pace(run_pass(desired, backend, Policy(max_attempts=1), act=True, prepare=prepare_unit))
+    assert wait == 30  # not the cap: the running eval should end in about 30 s

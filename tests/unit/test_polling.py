@@ -56,3 +56,8 @@ def test_an_overdue_epoch_keeps_the_watch_at_the_floor_until_it_comes() -> None:
     late = RunningJob(started_at=1000, time_limit=7200, epochs_total=3, epoch_mtimes=(1600,))
     assert next_event([late], now=2500) == 0
     assert next_interval(PollPolicy(floor=60, cap=600), 600, changed=False, expected_in=0) == 60
+
+
+def test_a_running_eval_is_expected_to_end_when_finished_evals_did() -> None:
+    running = RunningJob(started_at=1000, time_limit=3600, typical_seconds=40)
+    assert next_event([running], now=1010) == pytest.approx(30)
