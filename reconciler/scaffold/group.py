@@ -93,11 +93,14 @@ def group_paths(desired: Desired, members: list[Unit]) -> GroupJob:
 
 
 def prepare_group(desired: Desired, members: list[Unit], remedies: dict[str, Remedy | None],
-                  user: UserConfig = NO_USER_CONFIG) -> GroupJob:
+                  user: UserConfig | None = None) -> GroupJob:
     """Render and write the shared job's script. Call after each member's own files are prepared
     (its config, which its task reads, and its own script): a member whose script is the user's
     runs alone with it, and a group script the user edited is never overwritten (all run alone)."""
+    from reconciler.scaffold.resources import load_user_config
     from reconciler.scaffold.write import allowed_roots, check_inside, make_dirs
+
+    user = load_user_config() if user is None else user  # as each member's own script (write.sync_unit)
 
     own = [u for u in members if _users_script(u.script)]
     joined = [u for u in members if u not in own]

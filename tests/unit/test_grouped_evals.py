@@ -305,3 +305,21 @@ def test_a_member_whose_cell_script_is_the_users_runs_alone(tmp_path: Path) -> N
     again = prepare_group(desired, members, {})
     assert again.keys == () and set(again.alone) == {u.key for u in members}
     assert job.script.read_text() == "#!/bin/bash\necho my group\n"
+
+
+def test_the_shared_job_activates_the_same_environment_as_its_units_own_scripts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user config's environment (a venv with inspect-ai) is what makes `python` work on the node."""
+    from reconciler.scaffold.write import sync_unit
+
+    config = tmp_path / "user.yaml"
+    config.write_text("venv: /opt/my env\n")
+    monkeypatch.setenv("RECONCILER_CONFIG", str(config))
+    (tmp_path / "exp").mkdir()
+    desired = desired_of(tmp_path / "exp")
+    members = [u for u in desired.units if u.key.endswith("/epoch0")]
+    sync_unit(desired, members[0])
+    activation = [line for line in members[0].script.read_text().splitlines() if "activate" in line]
+    assert activation and "/opt/my env" in activation[0]
+    job = prepare_group(desired, members, {})
+    assert activation[0] in job.script.read_text().splitlines()
