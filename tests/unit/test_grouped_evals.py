@@ -319,7 +319,7 @@ def test_the_shared_job_activates_the_same_environment_as_its_units_own_scripts(
     desired = desired_of(tmp_path / "exp")
     members = [u for u in desired.units if u.key.endswith("/epoch0")]
     sync_unit(desired, members[0])
-    activation = [line for line in members[0].script.read_text().splitlines() if "activate" in line]
+    activation = [line for line in members[0].script.read_text().splitlines() if "bin/activate" in line]
     assert activation and "/opt/my env" in activation[0]
     job = prepare_group(desired, members, {})
     assert activation[0] in job.script.read_text().splitlines()
