@@ -132,6 +132,11 @@ def _users_script(path: Path) -> bool:
     return (path.exists() or path.is_symlink()) and read_script_fingerprint(path) is None
 
 
+def _with_job_id(pattern: Path) -> str:
+    """A stdout pattern for the shell: each part quoted, `%j` the running job's id."""
+    return '"$SLURM_JOB_ID"'.join(q(part) if part else "" for part in str(pattern).split("%j"))
+
+
 def group_fingerprint(members: list[Unit]) -> str:
     return hashlib.sha256("\0".join(f"{u.key}={u.fingerprint}" for u in members).encode()).hexdigest()[:16]
 
@@ -213,6 +218,8 @@ def render_group(desired: Desired, members: list[Unit], remedies: dict[str, Reme
         'export HF_DATASETS_CACHE="${TMPDIR:-/tmp}/reconciler-hf-datasets-${SLURM_JOB_ID:-$$}"',
         f'mkdir -p -- {log_dirs} "$HF_DATASETS_CACHE"',
         f"cd -- {q(job.workdir)} || exit 1",
+        # Each cell's usual stdout name leads to this job's output (status and summaries look there).
+        *(f"ln -sfn -- {_with_job_id(job.stdout)} {_with_job_id(unit.stdout)} 2>/dev/null || true" for unit in members),
         *view,
         "# One model load, then each task in turn, each writing its own .eval log in its cell's logs/.",
         f"python - {q(payload)} <<'PY'",

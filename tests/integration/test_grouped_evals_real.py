@@ -67,6 +67,9 @@ def test_each_checkpoint_is_loaded_once_for_its_three_tasks_and_each_task_keeps_
         assert [line.split()[2] for line in stdout.splitlines() if line.startswith("reconciler-group: start ")] == \
             [f"eval/{RUN}/{t}/epoch{epoch}" for t in TASKS]
         for task in TASKS:
+            # each cell's usual stdout name leads to the shared job's output
+            cell_stdout = exp / RUN / "eval" / f"{task}_epoch{epoch}" / f"slurm-{job.job_id}.out"
+            assert cell_stdout.read_text(errors="replace") == stdout
             (path,) = eval_logs(exp, task, epoch)
             log = read_eval_log(str(path), header_only=True)
             assert log.status == "success" and log.results is not None
