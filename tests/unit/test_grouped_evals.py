@@ -323,3 +323,24 @@ def test_the_shared_job_activates_the_same_environment_as_its_units_own_scripts(
     assert activation and "/opt/my env" in activation[0]
     job = prepare_group(desired, members, {})
     assert activation[0] in job.script.read_text().splitlines()
+
+
+def test_reconcile_cancel_cancels_a_shared_job_once_and_journals_it_for_each_unit(tmp_path: Path) -> None:
+    from reconciler.operations import cancel_all
+
+    desired = desired_of(tmp_path)
+    keys = tuple(f"eval/r0/{t}/epoch0" for t in TASKS)
+
+    class Scheduler:
+        cancelled: list[list[str]] = []
+
+        def query(self, prefix: str, ids: object) -> Snapshot:
+            return Snapshot(jobs={"9": Job("9", PENDING, tag=group_tag("g", keys))})
+
+        def cancel(self, job_ids: list[str]) -> None:
+            self.cancelled.append(job_ids)
+
+    scheduler = Scheduler()
+    done = cancel_all(desired, scheduler)  # type: ignore[arg-type]
+    assert scheduler.cancelled == [["9"]]
+    assert sorted(done) == sorted((key, "9") for key in keys)
