@@ -2,7 +2,7 @@
 
 The plan puts the pending evals of one checkpoint into one job (plan._grouped). The job runs a
 small Python driver that imports inspect-ai only (the cluster's environment has inspect-ai, not the
-reconciler): `get_model` once, then one `eval()` per unit, each with that unit's task arguments,
+reconciler): `get_model` once, then one inspect-ai `eval` call per unit, each with that unit's task arguments,
 metadata and per-cell log directory, so every unit is still observed from its own `.eval` log. The
 driver goes on after a failed task, says each start and end on stdout, and exits 1 if any task did
 not succeed; the logs, not that code, say which units are done.
