@@ -563,7 +563,7 @@ def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
         cancelled = cancel_all(desired, chosen)
     for unit, job_id in cancelled:
         click.echo(f"cancelled {unit} (job {job_id})")
-    click.echo(f"{len(cancelled)} job(s) cancelled")
+    click.echo(f"{len({job_id for _, job_id in cancelled})} job(s) cancelled")
 
 
 @main.command(epilog=EXAMPLES["schema"])

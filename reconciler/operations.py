@@ -5,7 +5,7 @@ from __future__ import annotations
 from reconciler.backends.base import Backend, unit_of_tag
 from reconciler.journal import Journal
 from reconciler.plan import PlannedUnit
-from reconciler.spec.units import Desired, Unit, tag_prefix
+from reconciler.spec.units import Desired, Unit, tag_prefix, units_of_tag
 
 
 def prepare_unit(desired: Desired, unit: Unit, planned: PlannedUnit) -> None:
@@ -34,14 +34,19 @@ def cancel_all(desired: Desired, backend: Backend) -> list[tuple[str, str]]:
     view = journal.read()
     prefix = tag_prefix(desired.experiment)
     snapshot = backend.query(prefix, sorted(view.in_flight_ids()))
-    owner = view.unit_of()
+    owners: dict[str, list[str]] = {}
+    for key, history in view.units.items():
+        for job_id, _ in history.jobs:
+            owners.setdefault(job_id, []).append(key)
     live = []
     for job in sorted(snapshot.jobs.values(), key=lambda j: j.job_id):
-        unit = owner.get(job.job_id) or unit_of_tag(job.tag, prefix)
-        if job.live and unit is not None:
-            live.append((unit, job.job_id))
+        # A job shared by several evals of one checkpoint: cancelled once, journaled for each of them.
+        rest = unit_of_tag(job.tag, prefix)
+        units = owners.get(job.job_id) or (list(units_of_tag(rest)) if rest is not None else [])
+        if job.live:
+            live += [(unit, job.job_id) for unit in units]
     if live:
-        backend.cancel([job_id for _, job_id in live])
+        backend.cancel(list(dict.fromkeys(job_id for _, job_id in live)))
         for unit, job_id in live:
             journal.append("cancelled", unit=unit, job_id=job_id, reason="reconcile cancel")
     return live

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from reconciler.spec.units import Desired
 
 MEMO_NAME = "plan-memo"
-FORMAT = 3  # 2: stats hold the ctime; 3: presumed plans, the backend asked
+FORMAT = 4  # 2: stats hold the ctime; 3: presumed plans, the backend asked; 4: evals sharing a job
 # Coarser than any filesystem's mtime granularity we know of (FAT: 2 s; ext4, XFS, NFS: 1 s or finer).
 RACY_NS = 2_000_000_000
 

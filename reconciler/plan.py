@@ -67,6 +67,9 @@ class PlannedUnit:
     # submit/resubmit decided without asking the scheduler (an offline plan presumes it holds nothing
     # the journal does not know of): `apply` asks it first, and may find the job already there.
     presumed: bool = False
+    # submit/resubmit of an eval: every unit (this one too, first the one whose directory holds the
+    # job's script) that goes into the same job, loading their checkpoint once. Empty: a job of its own.
+    group: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,12 +153,56 @@ def plan(units: tuple[Unit, ...] | list[Unit], observation: Observation, policy:
             if selected is not None and unit.key not in selected:
                 p = _untouched(p)
             decided[unit.key] = p
-    planned = tuple(decided[u.key] for u in units)
+    planned = _spare_shared_jobs(_grouped(units, decided))
     if observation.presumed_empty:
         planned = tuple(_presumed(p) if p.action in SUBMITTING else p for p in planned)
     return Plan(experiment=experiment, units=planned, scheduler_known=observation.scheduler_known,
                 scheduler_note=observation.scheduler_note, presumed_empty=observation.presumed_empty,
                 warnings=tuple(str(orphan) for orphan in observation.unattributed))
+
+
+def _grouped(units: tuple[Unit, ...] | list[Unit], decided: dict[str, PlannedUnit]) -> tuple[PlannedUnit, ...]:
+    """The evals to submit that load the same checkpoint with the same settings, after the same
+    upstream job, go into one job (spec: evaluation.group_by_checkpoint); the rest run alone."""
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for unit in units:
+        if unit.share is None:
+            continue
+        p = decided[unit.key]
+        if p.action in SUBMITTING and not p.untouched:
+            groups.setdefault((unit.share, p.after), []).append(unit.key)
+    for keys in groups.values():
+        if len(keys) > 1:
+            members = tuple(keys)
+            for key in keys:
+                p = decided[key]
+                others = len(members) - 1
+                decided[key] = replace(p, group=members, reason=f"{p.reason}; one job with {others} other "
+                                       f"eval{'s' if others > 1 else ''} of this checkpoint")
+    return tuple(decided[u.key] for u in units)
+
+
+def _spare_shared_jobs(planned: tuple[PlannedUnit, ...]) -> tuple[PlannedUnit, ...]:
+    """A job that carries several units is cancelled only when none of them still needs it: a unit
+    whose own log is complete does not take away its group's job."""
+    cancels = {job for p in planned if p.action == "cancel" for job in p.job_ids}
+    if not cancels:
+        return planned
+    needed: dict[str, list[str]] = {}
+    for p in planned:
+        if p.job_id in cancels and p.action != "cancel" and p.state in IN_FLIGHT:
+            needed.setdefault(p.job_id, []).append(p.key)
+    if not needed:
+        return planned
+    out = []
+    for p in planned:
+        kept = [job for job in p.job_ids if job in needed]
+        if p.action == "cancel" and kept:
+            others = needed[kept[0]]
+            p = replace(p, action="none", job_ids=(), reason=f"{p.reason}; not cancelled: job {kept[0]} also "
+                        f"runs {others[0]}" + (f" and {len(others) - 1} more" if len(others) > 1 else ""))
+        out.append(p)
+    return tuple(out)
 
 
 def _n_logs(n: int) -> str:

@@ -15,7 +15,7 @@ from reconciler.observe import inputs
 from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence, epoch_inputs
 from reconciler.observe.attribution import OURS, JOB_NAME, Matrix, StdoutIndex, Unattributed, Where, attribute
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
-from reconciler.spec.units import Desired, Unit, tag_for
+from reconciler.spec.units import Desired, Unit, tag_prefix, units_of_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,12 +264,14 @@ def observe(
         for key in orphan.candidates:
             notes[key] = (*notes.get(key, ()), f"{os.path.basename(orphan.path)} ({orphan.problem})")
     sources, missing_models = files.sources, files.missing_models
+    # Jobs by the unit their tag names; a job shared by the evals of one checkpoint, under each of them.
     by_tag: dict[str, list[Job]] = {}
+    prefix = tag_prefix(desired.experiment)
     if snapshot is not None:
         for job in snapshot.jobs.values():
-            if job.tag:
-                by_tag.setdefault(job.tag, []).append(job)
-    experiment = desired.experiment
+            if job.tag and job.tag.startswith(prefix):
+                for key in units_of_tag(job.tag[len(prefix):]):
+                    by_tag.setdefault(key, []).append(job)
     histories = journal.units
     units: dict[str, UnitEvidence] = {}
     for unit in desired.units:
@@ -282,7 +284,7 @@ def observe(
                 jobs[job_id] = _job_record(job_id, journal, snapshot)
                 fps[job_id] = fp
         if by_tag:
-            for job in by_tag.get(tag_for(experiment, key), ()):
+            for job in by_tag.get(key, ()):
                 jobs[job.job_id] = job  # found by tag (journal lost or crash before the job id was written)
                 fps.setdefault(job.job_id, None)
         ordered = _ordered(jobs, journal)

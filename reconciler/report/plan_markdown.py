@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from reconciler.backends.timefmt import parse_time_limit
 from reconciler.errors import ReconcilerError
 from reconciler.plan import ACTIONS, SUBMITTING, Plan
-from reconciler.report.plan_render import plan_record
+from reconciler.report.plan_render import group_label, plan_record, shared_jobs
 from reconciler.scaffold.resources import SIZE_TABLE, model_size, resources_for
 from reconciler.spec.units import Desired, Unit
 
@@ -75,10 +75,14 @@ def estimate_record(plan: Plan, desired: Desired) -> dict[str, Any]:
         return round(hours, 2)
 
     submit = [p.key for p in plan.units if p.action in SUBMITTING and p.key in units]
+    # A shared job asks for one model's GPUs for the sum of its tasks' time limits: the same
+    # GPU-hours as its units alone, counted once as one job.
+    jobs = len([p for p in plan.units if p.action in SUBMITTING and p.key in units and not p.group]) + \
+        len([g for g in shared_jobs(plan) if g[0] in units])
     unknown = [p.key for p in plan.units if p.state == "unknown" and p.action not in SUBMITTING and p.key in units]
     return {
         "basis": "units x GPUs x time limit",
-        "submit": {"units": len(submit), "gpu_hours": total(submit), "presumed": plan.presumed},
+        "submit": {"units": len(submit), "jobs": jobs, "gpu_hours": total(submit), "presumed": plan.presumed},
         "unknown": {"units": len(unknown), "gpu_hours": total(unknown)},
         "sources": sorted(sources),
     }
@@ -119,6 +123,13 @@ def write_markdown(plan: Plan, out: TextIO, desired: Desired | None = None) -> N
         table += [f"| `{u['key']}` | {u['state']} | {_cell(u['reason'])} |" for u in rows]
         _section(out, f"{action} ({len(rows)})", "\n".join(table) + "\n", len(rows))
     _outdated(out, units)
+    groups = shared_jobs(plan)
+    if groups:
+        body = ("Each of these jobs loads its checkpoint once and runs its tasks one after another; each task "
+                "writes its own log and is retried alone if it fails (`evaluation.group_by_checkpoint: false` "
+                "turns this off).\n\n| job | units |\n|---|---|\n")
+        body += "".join(f"| `{group_label(g)}` | " + ", ".join(f"`{k}`" for k in g) + " |\n" for g in groups)
+        _section(out, f"Shared jobs ({len(groups)})", body, len(groups))
     if estimate is not None:
         _estimate(out, estimate)
     if plan.warnings:
@@ -166,7 +177,8 @@ def _estimate(out: TextIO, est: dict[str, Any]) -> None:
         out.write("Nothing to submit: **0 GPU-h**.\n\n")
         return
     presumed = " (presumed: the scheduler was not asked)" if submit["presumed"] else ""
-    out.write(f"- **{submit['gpu_hours']:.1f} GPU-h** for the {submit['units']} unit(s) this plan submits{presumed}\n")
+    jobs = f" in {submit['jobs']} job(s)" if submit["jobs"] != submit["units"] else ""
+    out.write(f"- **{submit['gpu_hours']:.1f} GPU-h** for the {submit['units']} unit(s) this plan submits{jobs}{presumed}\n")
     if unknown["units"]:
         out.write(f"- up to **{unknown['gpu_hours']:.1f} GPU-h** more for {unknown['units']} unit(s) whose state "
                   "is unknown, if none of them has run yet\n")

@@ -1,4 +1,4 @@
-"""Render a plan as data (JSON, format_version 2) and as a text table; both from the same structure."""
+"""Render a plan as data (JSON, format_version 3) and as a text table; both from the same structure."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, TextIO
 from reconciler.plan import ACTIONS, Plan, PlannedUnit
 
 # 2: `presumed` per unit, `scheduler.presumed_empty` (an offline plan presumes an empty scheduler) and
-# `scheduler.backend` (the backend asked).
-FORMAT_VERSION = 2
+# `scheduler.backend` (the backend asked). 3: `group` per unit (the evals that share its job).
+FORMAT_VERSION = 3
 
 
 def unit_record(p: PlannedUnit) -> dict[str, Any]:
@@ -30,6 +30,7 @@ def unit_record(p: PlannedUnit) -> dict[str, Any]:
         "after": list(p.after),
         "untouched": p.untouched,
         "presumed": p.presumed,
+        "group": list(p.group),
     }
 
 
@@ -71,8 +72,31 @@ def write_text(plan: Plan, out: TextIO) -> None:
     for r in rows:
         out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4] + "\n")
     out.write("\n")
+    for line in shared_job_lines(plan):
+        out.write(line + "\n")
     out.write(scheduler_line(plan) + "\n")
     out.write(plan.summary_line() + "\n")
+
+
+def shared_jobs(plan: Plan) -> list[tuple[str, ...]]:
+    """The groups of evals that go into one job each (evaluation.group_by_checkpoint), in plan order."""
+    return list(dict.fromkeys(p.group for p in plan.units if p.group))
+
+
+def group_label(keys: tuple[str, ...]) -> str:
+    """`eval/run/{a,b,c}/epoch0`: the evals of one checkpoint, by task."""
+    parts = [key.split("/") for key in keys]
+    return f"eval/{parts[0][1]}/{{{','.join(p[2] for p in parts)}}}/{parts[0][3]}"
+
+
+def shared_job_lines(plan: Plan) -> list[str]:
+    groups = shared_jobs(plan)
+    if not groups:
+        return []
+    evals = sum(len(g) for g in groups)
+    lines = [f"Shared jobs: {evals} evals in {len(groups)} job(s), one model load per checkpoint:"]
+    lines += [f"  {group_label(g)} ({len(g)} tasks)" for g in groups]
+    return lines
 
 
 def scheduler_line(plan: Plan) -> str:

@@ -122,6 +122,21 @@ class Layout:
     def eval_log_dir(self, run: str, task: str, epoch: int | None) -> Path:
         return child(self.cell_dir(run, task, epoch), "logs")
 
+    # A job that evaluates several tasks on one checkpoint (scaffold/group.py): its files sit in
+    # the run's eval directory, beside the cells, named by the checkpoint.
+    @staticmethod
+    def checkpoint_name(epoch: int | None) -> str:
+        return f"checkpoint_epoch{epoch}" if epoch is not None else "checkpoint_base"
+
+    def eval_group_script(self, run: str, epoch: int | None) -> Path:
+        return child(self.eval_dir(run), f"{self.checkpoint_name(epoch)}.slurm")
+
+    def eval_group_model_view(self, run: str, epoch: int | None) -> Path:
+        return child(self.eval_dir(run), f"{self.checkpoint_name(epoch)}_model")
+
+    def eval_group_stdout(self, run: str, epoch: int | None) -> Path:
+        return child(self.eval_dir(run), f"slurm-{self.checkpoint_name(epoch)}-%j.out")
+
     def eval_stdout(self, run: str, task: str, epoch: int | None) -> Path:
         if self.dialect == "v0.2":
             return child(self.eval_dir(run), f"slurm-{self.cell(task, epoch)}-%j.out")

@@ -165,6 +165,12 @@ class Evaluation(_Open):
     tasks: list[Task] = Field(min_length=1)
     compute: Compute | None = None
     matrix: list[MatrixEntry] = Field(min_length=1)
+    group_by_checkpoint: StrictBool = Field(
+        True,
+        description="One job per checkpoint: the pending evals of one checkpoint load its model once and run "
+                    "their tasks one after another in one job (each task still writes its own log); false: one "
+                    "job per eval",
+    )
 
 
 # What may follow `conda activate`, `module load` or `source`: a name or a path, never shell syntax.

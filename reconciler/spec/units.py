@@ -39,6 +39,10 @@ class Unit:
     log_dir: Path | None = None
     # eval of a fine-tuned run: the checkpoint epoch that must be complete first.
     needs_epoch: int | None = None
+    # eval: the evals with the same value may share one job (one model load); None: always alone.
+    # The model it loads, the run (whose overrides shape the job) and every setting of the eval
+    # that is not a task argument (evaluation.group_by_checkpoint: false sets None everywhere).
+    share: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,31 @@ def tag_for(experiment: str, key: str) -> str:
 
 def tag_prefix(experiment: str) -> str:
     return f"reconciler:{experiment}:"
+
+
+GROUP_JOIN = "+"  # never in a name (spec/models.py NAME_PATTERN): safe to split on
+
+
+def group_tag(experiment: str, keys: tuple[str, ...] | list[str]) -> str:
+    """The tag of a job that carries several evals of one checkpoint:
+    `reconciler:{experiment}:eval/{run}/{task1}+{task2}+.../{epochN|base}`. One unit: its own tag."""
+    if len(keys) == 1:
+        return tag_for(experiment, keys[0])
+    parts = [key.split("/") for key in keys]
+    run, cell = parts[0][1], parts[0][3]
+    if any(len(p) != 4 or p[0] != "eval" or p[1] != run or p[3] != cell for p in parts):
+        raise ValueError(f"not evals of one checkpoint: {list(keys)}")
+    return tag_for(experiment, f"eval/{run}/{GROUP_JOIN.join(p[2] for p in parts)}/{cell}")
+
+
+def units_of_tag(rest: str) -> tuple[str, ...]:
+    """The unit keys a tag names, given the tag without its `reconciler:{experiment}:` prefix."""
+    if GROUP_JOIN not in rest:
+        return (rest,)
+    parts = rest.split("/")
+    if len(parts) != 4 or parts[0] != "eval":
+        return (rest,)  # not a tag we write: taken as one (unknown) unit, as before
+    return tuple(f"eval/{parts[1]}/{task}/{parts[3]}" for task in parts[2].split(GROUP_JOIN))
 
 
 def finetune_key(run: str) -> str:
@@ -136,6 +165,8 @@ def expand(loaded: LoadedSpec) -> Desired:
     # An eval-only run may evaluate a checkpoint a fine-tune of this experiment writes: it waits for it.
     produced = {os.path.normpath(layout.epoch_dir(r.name, n)): (r.name, n)
                 for r in spec.runs if r.type == "fine-tuned" for n in range(spec.controls.epochs)}
+    grouping = spec.evaluation.group_by_checkpoint
+    shared_settings = canonical(share_settings(loaded)) if grouping else ""
     for entry in spec.evaluation.matrix:
         run = runs[entry.run]
         for task_name in entry.tasks:
@@ -145,7 +176,8 @@ def expand(loaded: LoadedSpec) -> Desired:
             del own["epoch"]
             fingerprint_at = epoch_fingerprints({**ft_encoded.get(run.name, {}), **encoded(own)})
             for epoch in epochs:
-                unit = _eval_unit(loaded, layout, run, task, epoch, fingerprint_at(epoch))
+                share = _digest(f"{run.name}\0{epoch}\0{shared_settings}") if grouping else None
+                unit = _eval_unit(loaded, layout, run, task, epoch, fingerprint_at(epoch), share)
                 if run.type == "eval-only" and unit.model_path is not None:
                     maker = produced.get(os.path.normpath(unit.model_path))
                     if maker is not None:
@@ -158,8 +190,18 @@ def expand(loaded: LoadedSpec) -> Desired:
     return Desired(loaded=loaded, layout=layout, units=tuple(units))
 
 
+def share_settings(loaded: LoadedSpec) -> dict[str, Any]:
+    """What every eval of a shared job must agree on besides its model and run: the model API and
+    the generation settings, which the job passes once to all its tasks."""
+    ev = loaded.spec.evaluation
+    return {"tools.model_api": loaded.spec.tools.model_api,
+            **{f"evaluation.{name}": getattr(ev, name)
+               for name in ("temperature", "do_sample", "seed", "max_tokens", "max_connections")},
+            "evaluation.compute": ev.compute.model_dump() if ev.compute is not None else None}
+
+
 def _eval_unit(loaded: LoadedSpec, layout: Layout, run: Run, task: Task, epoch: int | None,
-               unit_fingerprint: str) -> Unit:
+               unit_fingerprint: str, share: str | None = None) -> Unit:
     key = eval_key(run.name, task.name, epoch)
     if run.type == "fine-tuned":
         assert epoch is not None
@@ -177,7 +219,7 @@ def _eval_unit(loaded: LoadedSpec, layout: Layout, run: Run, task: Task, epoch: 
         workdir=layout.cell_dir(run.name, task.name, epoch),
         stdout=layout.eval_stdout(run.name, task.name, epoch),
         model_path=model_path, log_dir=layout.eval_log_dir(run.name, task.name, epoch),
-        needs_epoch=epoch if run.type == "fine-tuned" else None,
+        needs_epoch=epoch if run.type == "fine-tuned" else None, share=share,
     )
 
 

@@ -143,4 +143,4 @@ def test_status_json_matches_plan_units(tmp_path: Path) -> None:
     plan = json.loads(reconcile("plan", str(exp), "--backend", "local", "--format", "json", check=True).stdout)
     status = status_json(exp)
     assert [u["key"] for u in plan["units"]] == [u["key"] for u in status["units"]]
-    assert plan["format_version"] == 2 and plan["summary"]["submit"] == DEMO_UNITS
+    assert plan["format_version"] == 3 and plan["summary"]["submit"] == DEMO_UNITS

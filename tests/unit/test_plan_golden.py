@@ -99,7 +99,7 @@ def test_cli_plan_offline_prints_the_golden_plan(ext: str) -> None:
 
 def test_golden_json_is_the_documented_format() -> None:
     record = json.loads((GOLDEN / "sweep8.json").read_text())
-    assert record["format_version"] == 2
+    assert record["format_version"] == 3
     assert record["scheduler"] == {"backend": None, "known": False, "note": "offline: the scheduler was not asked",
                                    "presumed_empty": True}
     # Offline, a fresh sweep is presumed to need everything: 8 fine-tunes and 17 evals, each marked so.
@@ -195,10 +195,10 @@ def test_estimate_counts_submissions_and_bounds_unknown_units(tmp_path: Path) ->
     known = run_pass(desired, LocalBackend(desired.layout.state_dir / "local"), Policy(), act=False)
     est = plan_markdown.estimate_record(known.plan, desired)
     # 3 fine-tunes x 1 GPU x 2 h + 7 evals x 1 GPU x 0.5 h (capdemo-tiny has no size: the 1B row).
-    assert est["submit"] == {"units": 10, "gpu_hours": 9.5, "presumed": 0} and est["unknown"]["units"] == 0
+    assert est["submit"] == {"units": 10, "jobs": 10, "gpu_hours": 9.5, "presumed": 0} and est["unknown"]["units"] == 0
     offline = run_pass(desired, None, Policy(), act=False)
     est = plan_markdown.estimate_record(offline.plan, desired)
     assert est["submit"]["units"] == 0 and est["unknown"] == {"units": 10, "gpu_hours": 9.5}
     presumed = run_pass(desired, None, Policy(), act=False, presume_empty=True)  # `plan --offline`
     est = plan_markdown.estimate_record(presumed.plan, desired)
-    assert est["submit"] == {"units": 10, "gpu_hours": 9.5, "presumed": 10} and est["unknown"]["units"] == 0
+    assert est["submit"] == {"units": 10, "jobs": 10, "gpu_hours": 9.5, "presumed": 10} and est["unknown"]["units"] == 0
