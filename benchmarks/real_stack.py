@@ -115,7 +115,8 @@ def prepare(exp: Path, name: str, cfg: RealConfig, grouped: bool) -> None:
 
 def set_grouping(text: str, grouped: bool) -> str:
     """Evals grouped per checkpoint (one job, one model load) or one job per eval."""
-    return text  # until the evaluation option exists every eval is its own job
+    flag = "true" if grouped else "false"
+    return text.replace("\nevaluation:\n", f"\nevaluation:\n  group_by_checkpoint: {flag}\n", 1)
 
 
 def job_env() -> dict[str, str]:
