@@ -31,8 +31,8 @@ from typing import Any
 
 from benchmarks.synth import Shape, discard, write_skeleton
 from reconciler.backends.base import TERMINAL_STATES, Job, SubmitRequest
-from reconciler.backends.local import LocalBackend
-from reconciler.loop import load_desired
+from reconciler.backends.local.backend import LocalBackend
+from reconciler.engine.loop import load_desired
 from reconciler.spec.units import Desired, Unit, tag_for, tag_prefix
 
 REPO = Path(__file__).resolve().parent.parent

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler import journal, loop, pass_memo
-from reconciler.gcpause import gc_paused, without_gc
-from reconciler.loop import HEADER_CACHE, load_desired, watch_pass
+from reconciler import journal
+from reconciler.engine import loop, memo as pass_memo
+from reconciler.engine.gcpause import gc_paused, without_gc
+from reconciler.engine.loop import HEADER_CACHE, load_desired, watch_pass
 from reconciler.observe import evallogs
-from reconciler.pass_memo import plan_pass
-from reconciler.plan import Policy
+from reconciler.engine.memo import plan_pass
+from reconciler.plan.planner import Policy
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import Desired, expand
 

@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler import pass_memo
+from reconciler.engine import memo as pass_memo
 from reconciler.backends import BACKEND_NAMES
-from reconciler.backends.choice import choose_backend, record_backend
+from reconciler.app import choose_backend, record_backend
 from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError, UsageError
-from reconciler.gcpause import one_shot_command
+from reconciler.engine.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
-from reconciler.plan import Plan, Policy
-from reconciler.polling import PollPolicy
+from reconciler.plan.planner import Plan, Policy
+from reconciler.engine.polling import PollPolicy
 from reconciler.report import hints, plan_render
 
 if TYPE_CHECKING:
-    from reconciler.loop import PassResult
+    from reconciler.engine.loop import PassResult
     from reconciler.spec.units import Desired
 
 # The spec machinery (pydantic, PyYAML, the expansion: 120 ms of imports) is imported by each
@@ -151,7 +151,7 @@ def _scheduler(desired: Desired, backend: str, offline: bool, exp: Path) -> tupl
 
 def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = (),
             stage: str | None = None, targets: tuple[str, ...] = ()) -> Policy:
-    from reconciler.selection import select_units
+    from reconciler.spec.selection import select_units
 
     keys = {k for item in replace for k in item.split(",") if k and k != "outdated"}
     unknown = keys - set(desired.by_key())
@@ -199,7 +199,7 @@ def validate(exp: Path, max_errors: int | None) -> None:
     experiment expands to.
     """
     from reconciler.errors import every_problem
-    from reconciler.loop import load_desired
+    from reconciler.engine.loop import load_desired
 
     try:
         desired = load_desired(exp)
@@ -235,7 +235,7 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
     one_shot_command()
     try:
         def backend_for(state_dir: Path) -> Backend:
-            from reconciler.loop import load_desired
+            from reconciler.engine.loop import load_desired
 
             return choose_backend(backend, state_dir, lambda: load_desired(exp).experiment, str(exp))[0]
 
@@ -248,7 +248,7 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
         if desired is not None:  # a recalled plan read nothing, and its inputs have not changed since
             _preflight(desired, environment=not offline)
         if fmt == "markdown" and desired is None:
-            from reconciler.loop import load_desired
+            from reconciler.engine.loop import load_desired
 
             desired = load_desired(exp)  # the report names each unit's resources: from the spec
     except ReconcilerError as exc:
@@ -285,7 +285,7 @@ def diff(old: str, new: str, fmt: str) -> None:
 
     Exit 0 when they are the same, 2 when they differ, 1 on error.
     """
-    from reconciler.diff import diff_specs, load_source
+    from reconciler.spec.diff import diff_specs, load_source
     from reconciler.report import diff_render
 
     try:
@@ -311,7 +311,7 @@ def diff(old: str, new: str, fmt: str) -> None:
 def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     """Where every unit stands (changes nothing)."""
     one_shot_command()
-    from reconciler.loop import load_desired, run_pass
+    from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import status_render
     from reconciler.report.state_file import read_state
 
@@ -335,7 +335,7 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
 @handle_errors
 def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -> None:
     """Write summary.md: run status, training loss, accuracy per run and epoch, best run, next steps."""
-    from reconciler.loop import load_desired, run_pass
+    from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import summary_render
     from reconciler.report.summary import build_summary, write_summary
 
@@ -362,7 +362,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
 @handle_errors
 def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     """Render every unit's job script and configs from the spec (apply does this on its own)."""
-    from reconciler.loop import load_desired
+    from reconciler.engine.loop import load_desired
     from reconciler.scaffold.write import scaffold as render_all
 
     desired = load_desired(exp)
@@ -435,9 +435,9 @@ def watch_cmd(exp: Path, backend: str, interval: float | None, max_interval: flo
 def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, max_attempts: int | None,
            max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None = None,
            targets: tuple[str, ...] = (), max_interval: float | None = None) -> None:
-    from reconciler.apply import ApplyOptions
-    from reconciler.loop import ReplaceOnce, adaptive_pace, exit_code_for, load_desired, run_pass, watch, watch_pass
-    from reconciler.operations import prepare_unit
+    from reconciler.apply.apply import ApplyOptions
+    from reconciler.engine.loop import ReplaceOnce, adaptive_pace, exit_code_for, load_desired, run_pass, watch, watch_pass
+    from reconciler.apply.prepare import prepare_unit
     from reconciler.report.progress import Progress
     from reconciler.report.workflow_logs import record_pass
 
@@ -554,8 +554,8 @@ def _summarize_quietly(desired: Desired, result: PassResult, backend: str, polic
 @handle_errors
 def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     """Cancel every in-flight job of the experiment (found by tag)."""
-    from reconciler.loop import load_desired
-    from reconciler.operations import cancel_all
+    from reconciler.engine.loop import load_desired
+    from reconciler.apply.prepare import cancel_all
 
     desired = load_desired(exp)
     chosen, _ = _backend(desired, backend, exp)

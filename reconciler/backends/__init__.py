@@ -52,7 +52,7 @@ SLOTS_ENV = "RECONCILER_LOCAL_SLOTS"
 
 
 def _local(state_dir: Path) -> Backend:
-    from reconciler.backends.local import LocalBackend
+    from reconciler.backends.local.backend import LocalBackend
 
     return LocalBackend(state_dir / "local", max_concurrent=_slots())
 

@@ -11,7 +11,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.fsutil import atomic_write_text
 from reconciler.journal import JOURNAL_NAME
 from reconciler.observe.observation import Observation, UnitEvidence, shows_oom
-from reconciler.plan import PlannedUnit, Policy, plan
+from reconciler.plan.planner import PlannedUnit, Policy, plan
 from reconciler.report import hints
 from reconciler.report.state_file import LEGACY_STATUS, StateFile, fmt_ts, read_state
 from reconciler.report.summary_model import (

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from reconciler.backends.base import job_order
-from reconciler.crashpoints import crash_point
-from reconciler.plan import STATES, PlannedUnit
+from reconciler.apply.crashpoints import crash_point
+from reconciler.plan.planner import STATES, PlannedUnit
 from reconciler.report.state_file import (
     LEGACY_STATUS,
     StateFile,
@@ -33,7 +33,7 @@ from reconciler.scaffold.write import check_inside
 from reconciler.spec.units import Desired, Unit
 
 if TYPE_CHECKING:
-    from reconciler.loop import PassResult
+    from reconciler.engine.loop import PassResult
     from reconciler.report.summary_model import Summary
 
 LogName = Literal["experiment", "finetune", "eval"]

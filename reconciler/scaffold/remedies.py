@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from reconciler.backends.timefmt import format_time_limit, parse_time_limit
+from reconciler.timefmt import format_time_limit, parse_time_limit
 from reconciler.observe.observation import shows_oom
 from reconciler.scaffold.resources import resources_for
 from reconciler.scaffold.values import find_run, train_values

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends import choice
+from reconciler import app as choice
 from reconciler.backends.base import Capabilities, Job, Snapshot
-from reconciler.backends.choice import RECORD_NAME, choose_backend, record_backend, recorded_backend
+from reconciler.app import RECORD_NAME, choose_backend, record_backend, recorded_backend
 from reconciler.errors import BackendUnavailable, UsageError
 from reconciler.journal import Journal
 

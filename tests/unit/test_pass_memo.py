@@ -15,14 +15,14 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import loop, pass_memo
+from reconciler.engine import loop, memo as pass_memo
 from reconciler.backends.base import Capabilities, Job, Snapshot
 from reconciler.cli import main
 from reconciler.journal import Journal
-from reconciler.loop import load_desired, run_pass, watch_pass
-from reconciler.pass_memo import plan_pass
+from reconciler.engine.loop import load_desired, run_pass, watch_pass
+from reconciler.engine.memo import plan_pass
 from reconciler.observe.checkpoints import epoch_evidence, epoch_inputs
-from reconciler.plan import Plan, Policy
+from reconciler.plan.planner import Plan, Policy
 from reconciler.spec.units import Desired, tag_for
 from tests.unit.converged_fixture import build_converged
 from tests.unit.test_observe import eval_log, safetensors

@@ -15,10 +15,10 @@ import pytest
 
 from reconciler.backends.base import COMPLETED, RUNNING, Capabilities, Job, Snapshot, SubmitRequest
 from reconciler.journal import Journal
-from reconciler.loop import PassResult, load_desired
+from reconciler.engine.loop import PassResult, load_desired
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import Observation, observe
-from reconciler.plan import Policy, plan
+from reconciler.plan.planner import Policy, plan
 from reconciler.report import summary_render
 from reconciler.report.summary import build_summary, write_summary
 from reconciler.report.summary_sources import compute_binary, parse_losses

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from reconciler.backends.base import COMPLETED, RUNNING
-from reconciler.loop import PassResult, load_desired, run_pass
-from reconciler.plan import Policy
+from reconciler.engine.loop import PassResult, load_desired, run_pass
+from reconciler.plan.planner import Policy
 from reconciler.report.summary import write_summary
 from reconciler.report.workflow_logs import record_pass
 from reconciler.spec.units import Desired

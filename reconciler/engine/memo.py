@@ -32,7 +32,7 @@ from reconciler.backends import Question, ask
 from reconciler.backends.base import Backend, Snapshot
 from reconciler.fsutil import sweep_stale_temps
 from reconciler.observe import inputs
-from reconciler.plan import Plan, PlannedUnit, Policy
+from reconciler.plan.planner import Plan, PlannedUnit, Policy
 from reconciler.spec.location import spec_path, spec_text
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Memo:
 @cache
 def code_signature() -> str:
     """The running reconciler's code: an edited module (an editable install) must not reuse a memo."""
-    root = Path(__file__).parent
+    root = Path(__file__).parent.parent  # the whole package, not engine/ alone
     digest = hashlib.sha256(sys.version.encode())
     for path in sorted(root.rglob("*.py")):
         st = path.stat()
@@ -170,7 +170,7 @@ def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[D
     state_dir = Path(os.path.dirname(spec_file), ".reconciler")
     text = spec_text(path)
     # The backend recorded at the last apply is what `auto` asks: a new record is another question.
-    from reconciler.backends.choice import recorded_backend
+    from reconciler.app import recorded_backend
 
     key = None if text is None else memo_key(spec_file, text, (options, backend_for is None,
                                                                 recorded_backend(state_dir)))
@@ -188,7 +188,7 @@ def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[D
         if answer_digest(snapshot, note) == memo.answer:
             return memo.plan, None
         answered = (memo.question, snapshot, note)
-    from reconciler.loop import load_desired, run_pass  # the spec machinery: only to plan afresh
+    from reconciler.engine.loop import load_desired, run_pass  # the spec machinery: only to plan afresh
 
     desired = load_desired(target)
     policy = policy_for(desired)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from reconciler.journal import JournalView
 from reconciler.observe import inputs
 from reconciler.observe.observation import read_script_fingerprint
-from reconciler.plan import SUBMITTING, Plan, PlannedUnit
+from reconciler.plan.planner import SUBMITTING, Plan, PlannedUnit
 from reconciler.scaffold.remedies import Remedy, baseline, failure_cause, next_remedy
 from reconciler.spec.units import Desired, Unit
 

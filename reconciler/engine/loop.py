@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler import pass_memo
-from reconciler.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
+from reconciler.engine import memo as pass_memo
+from reconciler.apply.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
 from reconciler.backends import Question, ask
 from reconciler.backends.base import Backend, Snapshot
-from reconciler.gcpause import without_gc
+from reconciler.engine.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
 from reconciler.observe import inputs
 from reconciler.observe.evallogs import HeaderCache
@@ -24,9 +24,9 @@ from reconciler.observe.observation import (
     observe_files,
     settle,
 )
-from reconciler.plan import IN_FLIGHT, Plan, PlannedUnit, Policy, plan
-from reconciler.plan_notes import annotate
-from reconciler.polling import PollPolicy, RunningJob, next_event, next_interval
+from reconciler.plan.planner import IN_FLIGHT, Plan, PlannedUnit, Policy, plan
+from reconciler.engine.annotate import annotate
+from reconciler.engine.polling import PollPolicy, RunningJob, next_event, next_interval
 from reconciler.spec.load import load_spec
 from reconciler.spec.location import spec_path, spec_text
 from reconciler.spec.units import Desired, Unit, expand, tag_prefix
@@ -256,7 +256,7 @@ def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[
 
 def adaptive_pace(poll: PollPolicy, desired: Callable[[], Desired], on_interval: Callable[[float], None],
                   clock: Callable[[], float] = time.time) -> Callable[[PassResult], float]:
-    """The watch's wait after each pass (see reconciler.polling): the floor after a pass that changed
+    """The watch's wait after each pass (see reconciler.engine.polling): the floor after a pass that changed
     something, longer after quiet ones, never past what a running job is expected to do next.
     `on_interval` hears each new interval, so the log can say what is in use."""
     last_digest: tuple[object, ...] | None = None
@@ -284,7 +284,7 @@ def pass_digest(result: PassResult) -> tuple[object, ...]:
 def running_jobs(desired: Desired, result: PassResult) -> list[RunningJob]:
     """What the running jobs of a pass let us expect: fine-tunes write epochs at the pace of the
     first ones; every job ends by its time limit."""
-    from reconciler.backends.timefmt import parse_time_limit
+    from reconciler.timefmt import parse_time_limit
     from reconciler.scaffold.resources import resources_for
 
     units = desired.by_key()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reconciler.backends.base import Backend, unit_of_tag
 from reconciler.journal import Journal
-from reconciler.plan import PlannedUnit
+from reconciler.plan.planner import PlannedUnit
 from reconciler.spec.units import Desired, Unit, tag_prefix
 
 
@@ -14,7 +14,7 @@ def prepare_unit(desired: Desired, unit: Unit, planned: PlannedUnit) -> None:
     A retry after running out of memory or time is rendered with a remedy (smaller batch, longer
     limit), journaled so that the next retry builds on it and reports can say what changed.
     """
-    from reconciler.plan_notes import remedy_for
+    from reconciler.engine.annotate import remedy_for
     from reconciler.scaffold.write import sync_unit
 
     remedy, new = None, False
