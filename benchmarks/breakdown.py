@@ -21,7 +21,7 @@ from reconciler.journal import Journal
 from reconciler.engine.loop import HEADER_CACHE
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import observe, observe_files
-from reconciler.engine.memo import plan_pass
+from reconciler.engine.planning import plan_pass
 from reconciler.plan.planner import Policy, plan
 from reconciler.spec.load import load_spec, spec_path
 from reconciler.spec.units import expand

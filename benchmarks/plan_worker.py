@@ -31,7 +31,7 @@ from reconciler.engine import loop, memo as pass_memo
 from reconciler.engine.gcpause import gc_paused, without_gc
 from reconciler.engine.loop import HEADER_CACHE, load_desired, watch_pass
 from reconciler.observe import evallogs
-from reconciler.engine.memo import plan_pass
+from reconciler.engine.planning import plan_pass
 from reconciler.plan.planner import Policy
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import Desired, expand

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.backends.base import Job
+from reconciler.jobs import Job
 from reconciler.engine.loop import load_desired
 from reconciler.observe.checkpoints import RECIPE_STATE
 from reconciler.spec.units import Desired, tag_prefix

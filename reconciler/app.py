@@ -1,4 +1,6 @@
-"""Which backend an experiment runs on: the one it was applied with, remembered beside its journal.
+"""The front door's policy: which backend an experiment runs on, and where a spec to compare comes from.
+
+Which backend: the one it was applied with, remembered beside its journal.
 
 `--backend auto` used to pick SLURM whenever a controller answered, so a `status` or a resumed
 `apply --watch` of an experiment running on the local backend asked SLURM, found none of its jobs
@@ -9,42 +11,20 @@ jobs of the experiment (its jobs would be invisible to the other one).
 
 from __future__ import annotations
 
-import json
-import time
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.backends import make_backend
-from reconciler.backends.base import Backend, job_order
+from reconciler.backends.base import Backend
+from reconciler.engine.backend_record import recorded_backend
+from reconciler.jobs import job_order
 from reconciler.errors import ReconcilerError, UsageError
-from reconciler.fsutil import atomic_write_text
 from reconciler.journal import Journal
+from reconciler.spec.load import SPEC_FILENAME, LoadedSpec, load_spec
 
-RECORD_NAME = "backend.json"
-NAMES = ("local", "slurm")
-
-
-def recorded_backend(state_dir: Path) -> str | None:
-    """The backend the experiment was last applied with, or None (never applied, or an unreadable record)."""
-    try:
-        data = json.loads((state_dir / RECORD_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    name = data.get("backend") if isinstance(data, dict) else None
-    return name if name in NAMES else None
-
-
-def record_backend(state_dir: Path, name: str) -> str | None:
-    """Remember `name` for this experiment; returns a warning when it could not be written."""
-    if name not in NAMES or recorded_backend(state_dir) == name:
-        return None
-    text = json.dumps({"backend": name, "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n"
-    try:
-        atomic_write_text(state_dir / RECORD_NAME, text)
-    except OSError as exc:
-        return (f"cannot record the backend in {state_dir / RECORD_NAME}: {exc.strerror or exc}; "
-                f"later commands need --backend {name}")
-    return None
+GIT_PREFIX = "git:"
+GIT_TIMEOUT = 30
 
 
 def choose_backend(requested: str, state_dir: Path, experiment: Callable[[], str], target: str) -> tuple[Backend, str]:
@@ -87,3 +67,30 @@ def _refuse_while_in_flight(recorded: str, requested: str, state_dir: Path, expe
         shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
         raise UsageError(f"the experiment runs on --backend {recorded} ({len(live)} job(s) in flight: {shown}); "
                          f"--backend {requested} would not see them. Wait for them to end, or {move}")
+
+
+def load_source(source: str) -> LoadedSpec:
+    """A path (experiment dir or file), or `git:REV:path` read with `git show REV:path` (path from the repo root)."""
+    if not source.startswith(GIT_PREFIX):
+        return load_spec(Path(source))
+    rev, sep, path = source[len(GIT_PREFIX):].partition(":")
+    if not sep or not rev or not path:
+        raise ReconcilerError(f"{source!r}: expected git:REV:path, e.g. git:origin/main:exp/experiment_summary.yaml")
+    if _git(["cat-file", "-t", f"{rev}:{path}"], source).strip() == "tree":
+        path = f"{path.rstrip('/')}/{SPEC_FILENAME}"
+    text = _git(["show", f"{rev}:{path}"], source)
+    # Relative paths in the old spec resolve where the file sits in the working tree.
+    return load_spec(Path(path), text=text)
+
+
+def _git(args: list[str], source: str) -> str:
+    try:
+        proc = subprocess.run(["git", *args], capture_output=True, text=True, timeout=GIT_TIMEOUT)
+    except FileNotFoundError:
+        raise ReconcilerError(f"{source}: git is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise ReconcilerError(f"{source}: git {args[0]} timed out after {GIT_TIMEOUT}s") from None
+    if proc.returncode != 0:
+        detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise ReconcilerError(f"{source}: git {args[0]} failed: {detail}")
+    return proc.stdout

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.engine import memo as pass_memo
+from reconciler.engine.planning import plan_pass
 from reconciler.backends import BACKEND_NAMES
-from reconciler.app import choose_backend, record_backend
+from reconciler.app import choose_backend
+from reconciler.engine.backend_record import record_backend
 from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.engine.gcpause import one_shot_command
@@ -239,7 +240,7 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
 
             return choose_backend(backend, state_dir, lambda: load_desired(exp).experiment, str(exp))[0]
 
-        the_plan, desired = pass_memo.plan_pass(
+        the_plan, desired = plan_pass(
             exp, (backend, max_attempts, replace, stage, targets),
             policy_for=lambda d: _policy(d, max_attempts, replace, stage, targets),
             backend_for=None if offline else backend_for)
@@ -285,7 +286,8 @@ def diff(old: str, new: str, fmt: str) -> None:
 
     Exit 0 when they are the same, 2 when they differ, 1 on error.
     """
-    from reconciler.spec.diff import diff_specs, load_source
+    from reconciler.spec.diff import diff_specs
+    from reconciler.app import load_source
     from reconciler.report import diff_render
 
     try:
@@ -555,7 +557,7 @@ def _summarize_quietly(desired: Desired, result: PassResult, backend: str, polic
 def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     """Cancel every in-flight job of the experiment (found by tag)."""
     from reconciler.engine.loop import load_desired
-    from reconciler.apply.prepare import cancel_all
+    from reconciler.apply.cancel import cancel_all
 
     desired = load_desired(exp)
     chosen, _ = _backend(desired, backend, exp)

@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from reconciler.backends.base import Job
+from reconciler.jobs import Job
 
 UNREADABLE = "UNREADABLE"
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reconciler.apply.artifacts import move_aside
-from reconciler.backends.base import Backend, Snapshot, SubmitRequest, unit_of_tag
+from reconciler.backends.base import Backend, SubmitRequest
+from reconciler.jobs import Snapshot, unit_of_tag
 from reconciler.apply.crashpoints import crash_point
 from reconciler.errors import BackendError, BackendUnavailable, ReconcilerError, SubmitDeferred
 from reconciler.journal import Journal, JournalView

@@ -1,11 +1,10 @@
-"""Operations around a pass: render a unit's files before it is submitted; cancel everything."""
+"""Render a unit's files before it is submitted (with the remedy a retry takes)."""
 
 from __future__ import annotations
 
-from reconciler.backends.base import Backend, unit_of_tag
 from reconciler.journal import Journal
 from reconciler.plan.planner import PlannedUnit
-from reconciler.spec.units import Desired, Unit, tag_prefix
+from reconciler.spec.units import Desired, Unit
 
 
 def prepare_unit(desired: Desired, unit: Unit, planned: PlannedUnit) -> None:
@@ -14,7 +13,7 @@ def prepare_unit(desired: Desired, unit: Unit, planned: PlannedUnit) -> None:
     A retry after running out of memory or time is rendered with a remedy (smaller batch, longer
     limit), journaled so that the next retry builds on it and reports can say what changed.
     """
-    from reconciler.engine.annotate import remedy_for
+    from reconciler.scaffold.remedies import remedy_for
     from reconciler.scaffold.write import sync_unit
 
     remedy, new = None, False
@@ -26,22 +25,3 @@ def prepare_unit(desired: Desired, unit: Unit, planned: PlannedUnit) -> None:
                        remedy=remedy)
     if new and report.remedy is not None:  # not when the script is the user's: it runs as it is
         journal.append("remedy", unit=unit.key, **report.remedy.to_dict())
-
-
-def cancel_all(desired: Desired, backend: Backend) -> list[tuple[str, str]]:
-    """Cancel every live job tagged with this experiment; journal each one."""
-    journal = Journal(desired.layout.state_dir)
-    view = journal.read()
-    prefix = tag_prefix(desired.experiment)
-    snapshot = backend.query(prefix, sorted(view.in_flight_ids()))
-    owner = view.unit_of()
-    live = []
-    for job in sorted(snapshot.jobs.values(), key=lambda j: j.job_id):
-        unit = owner.get(job.job_id) or unit_of_tag(job.tag, prefix)
-        if job.live and unit is not None:
-            live.append((unit, job.job_id))
-    if live:
-        backend.cancel([job_id for _, job_id in live])
-        for unit, job_id in live:
-            journal.append("cancelled", unit=unit, job_id=job_id, reason="reconcile cancel")
-    return live

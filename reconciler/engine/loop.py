@@ -8,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler.engine import memo as pass_memo
+from reconciler.engine import memo
 from reconciler.apply.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
-from reconciler.backends import Question, ask
-from reconciler.backends.base import Backend, Snapshot
+from reconciler.observe.scheduler import Question, ask
+from reconciler.backends.base import Backend
+from reconciler.jobs import Snapshot
 from reconciler.engine.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
 from reconciler.observe import inputs
@@ -201,7 +202,7 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
     if kept is not None and kept.desired is desired and kept.backend is backend and kept.policy == policy \
             and kept.act == act and inputs.unchanged(kept.paths, kept.stats):
         snapshot, note = ask(backend, kept.question)
-        if pass_memo.answer_digest(snapshot, note) == kept.answer:
+        if memo.answer_digest(snapshot, note) == kept.answer:
             _KEPT.append(kept)
             now = time.time()
             observation = replace(kept.result.observation,
@@ -213,10 +214,10 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
         result = run_pass(desired, backend, policy, act=act, options=options, prepare=prepare, answered=answered)
     if result.events or result.plan.has_changes or result.applied is not None:
         return result
-    now_ns = pass_memo.fs_clock_ns(desired.layout.state_dir)
-    if now_ns is not None and pass_memo.settled(record, now_ns):
+    now_ns = memo.fs_clock_ns(desired.layout.state_dir)
+    if now_ns is not None and memo.settled(record, now_ns):
         _KEPT.append(_Kept(desired, backend, policy, act, list(record), list(record.values()), result.question,
-                           pass_memo.answer_digest(result.snapshot, result.plan.scheduler_note), result))
+                           memo.answer_digest(result.snapshot, result.plan.scheduler_note), result))
     return result
 
 

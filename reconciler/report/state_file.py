@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reconciler.backends.base import Job
+from reconciler.jobs import Job
 from reconciler.apply.crashpoints import crash_point
 from reconciler.fsutil import atomic_write_text
 from reconciler.plan.planner import PlannedUnit

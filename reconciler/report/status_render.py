@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Span, Text
 
-from reconciler.backends.base import Job
+from reconciler.jobs import Job
 from reconciler.plan.planner import STATES, PlannedUnit
 from reconciler.report import plan_render
 from reconciler.report.progress import STATE_STYLE

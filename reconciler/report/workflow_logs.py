@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from reconciler.backends.base import job_order
+from reconciler.jobs import job_order
 from reconciler.apply.crashpoints import crash_point
 from reconciler.plan.planner import STATES, PlannedUnit
 from reconciler.report.state_file import (

@@ -18,7 +18,8 @@ from typing import TypeVar
 
 import pytest
 
-from reconciler.backends.base import PENDING, RUNNING, Backend, Job, SubmitRequest
+from reconciler.jobs import PENDING, RUNNING, Job
+from reconciler.backends.base import Backend, SubmitRequest
 from reconciler.backends.local.backend import LocalBackend
 from reconciler.backends.local.store import jobs_dir, load_records
 from reconciler.backends.slurm.backend import SlurmBackend

@@ -14,16 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    NODE_FAIL,
-    PENDING,
-    RUNNING,
-    Job,
-    SubmitRequest,
-)
+from reconciler.jobs import CANCELLED, COMPLETED, FAILED, NODE_FAIL, PENDING, RUNNING, Job
+from reconciler.backends.base import SubmitRequest
 from reconciler.backends.local.backend import LocalBackend, read_directives, stdout_path
 from reconciler.backends.local.store import load_records, record_path
 from reconciler.timefmt import format_time_limit, parse_time_limit

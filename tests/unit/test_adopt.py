@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.backends.base import Capabilities, Snapshot, SubmitRequest
+from reconciler.backends.base import Capabilities, SubmitRequest
+from reconciler.jobs import Snapshot
 from reconciler.backends.slurm.parse import parse_sacct, pick
 from reconciler.cli import main
 from reconciler.engine.loop import PassResult, load_desired, run_pass

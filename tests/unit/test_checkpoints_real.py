@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import Job
+from reconciler.jobs import Job
 from reconciler.observe.checkpoints import epoch_evidence
 from reconciler.observe.observation import Observation, UnitEvidence
 from reconciler.plan.planner import Policy, plan

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.engine import loop, memo as pass_memo
-from reconciler.backends.base import Capabilities, Job, Snapshot
+from reconciler.backends.base import Capabilities
+from reconciler.jobs import Job, Snapshot
 from reconciler.cli import main
 from reconciler.journal import Journal
 from reconciler.engine.loop import load_desired, run_pass, watch_pass
-from reconciler.engine.memo import plan_pass
+from reconciler.engine.planning import plan_pass
 from reconciler.observe.checkpoints import epoch_evidence, epoch_inputs
 from reconciler.plan.planner import Plan, Policy
 from reconciler.spec.units import Desired, tag_for

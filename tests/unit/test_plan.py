@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.backends.base import (
+from reconciler.jobs import (
     COMPLETED,
     DEPENDENCY_NEVER_SATISFIED,
     FAILED,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.backends.base import FAILED, Job
+from reconciler.jobs import FAILED, Job
 from reconciler.journal import Journal, JournalView
 from reconciler.observe.observation import Observation, UnitEvidence
 from reconciler.apply.prepare import prepare_unit

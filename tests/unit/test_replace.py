@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.apply.artifacts import move_aside
-from reconciler.backends.base import Snapshot
+from reconciler.jobs import Snapshot
 from reconciler.spec.diff import diff_specs
 from reconciler.journal import Journal
 from reconciler.engine.loop import load_desired

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from reconciler.backends.base import Snapshot
+from reconciler.jobs import Snapshot
 from reconciler.backends.local.backend import LocalBackend
 from reconciler.errors import BackendUnavailable
 from reconciler.journal import Journal

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import COMPLETED, FAILED, RUNNING, SubmitRequest
+from reconciler.jobs import COMPLETED, FAILED, RUNNING
+from reconciler.backends.base import SubmitRequest
 from reconciler.backends.slurm.backend import SlurmBackend, slurm_available
 from reconciler.backends.slurm.commands import CALLS, RetryPolicy
 from reconciler.errors import BackendError, BackendUnavailable, SubmitDeferred

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.backends.base import COMPLETED, RUNNING, Job
+from reconciler.jobs import COMPLETED, RUNNING, Job
 from reconciler.cli import main
 from reconciler.errors import UsageError
 from reconciler.engine.loop import run_pass

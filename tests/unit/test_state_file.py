@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from reconciler.apply.apply import Event
-from reconciler.backends.base import Snapshot
+from reconciler.jobs import Snapshot
 from reconciler.journal import Journal
 from reconciler.engine.loop import PassResult, run_pass
 from reconciler.observe.evallogs import HeaderCache

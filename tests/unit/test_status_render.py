@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from reconciler.backends.base import Snapshot
+from reconciler.jobs import Snapshot
 from reconciler.journal import Journal
 from reconciler.engine.loop import PassResult, run_pass
 from reconciler.observe.evallogs import HeaderCache

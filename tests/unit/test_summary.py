@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import COMPLETED, RUNNING, Capabilities, Job, Snapshot, SubmitRequest
+from reconciler.jobs import COMPLETED, RUNNING, Job, Snapshot
+from reconciler.backends.base import Capabilities, SubmitRequest
 from reconciler.journal import Journal
 from reconciler.engine.loop import PassResult, load_desired
 from reconciler.observe.evallogs import HeaderCache

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import COMPLETED, DEPENDENCY_NEVER_SATISFIED, RUNNING
+from reconciler.jobs import COMPLETED, DEPENDENCY_NEVER_SATISFIED, RUNNING
 from reconciler.engine.loop import PassResult, run_pass
 from reconciler.plan.planner import Plan, Policy
 from reconciler.report.state_file import read_state

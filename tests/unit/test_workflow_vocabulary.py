@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from reconciler.backends.base import COMPLETED, RUNNING
+from reconciler.jobs import COMPLETED, RUNNING
 from reconciler.engine.loop import PassResult, load_desired, run_pass
 from reconciler.plan.planner import Policy
 from reconciler.report.summary import write_summary

@@ -31,7 +31,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.backends.base import (
+from reconciler.jobs import (
     BOOT_FAIL,
     CANCELLED,
     COMPLETED,
@@ -40,11 +40,10 @@ from reconciler.backends.base import (
     PENDING,
     RUNNING,
     TERMINAL_STATES,
-    Capabilities,
     Job,
     Snapshot,
-    SubmitRequest,
 )
+from reconciler.backends.base import Capabilities, SubmitRequest
 from reconciler.backends.local.procs import is_alive, kill_group, process_identity
 from reconciler.backends.local.store import (
     Record,

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
-from reconciler.backends.base import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT
+from reconciler.jobs import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT
 from reconciler.backends.local.backend import needs_pass, schedule, schedule_locked
 from reconciler.backends.local.procs import process_identity
 from reconciler.backends.local.store import Record, load_records, locked, read_record, write_record

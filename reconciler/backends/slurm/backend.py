@@ -9,7 +9,8 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from reconciler.backends.base import Capabilities, Job, Snapshot, SubmitRequest, job_order
+from reconciler.backends.base import Capabilities, SubmitRequest
+from reconciler.jobs import Job, Snapshot, job_order
 from reconciler.backends.slurm.commands import CommandFailed, RetryPolicy, retrying, run, run_once
 from reconciler.backends.slurm.parse import (
     SACCT_FORMAT,
