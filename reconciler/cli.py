@@ -184,6 +184,8 @@ def main() -> None:
     # Nothing we create (journal, state, logs, job records and the scripts they run) may be
     # world-writable, whatever the caller's umask: keep its group bits, always mask other-write.
     os.umask(os.umask(0o022) | 0o002)
+    if own_process():
+        _restore_sigpipe()
 
 
 @main.command(epilog=EXAMPLES["validate"])
@@ -233,7 +235,7 @@ def validate(exp: Path, max_errors: int | None) -> None:
 def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bool, max_attempts: int | None,
          replace: tuple[str, ...], stage: str | None, targets: tuple[str, ...]) -> None:
     """Show what apply would do, changing nothing."""
-    one_shot_command()
+    one_shot_command(own_process())
     try:
         def backend_for(state_dir: Path) -> Backend:
             from reconciler.engine.loop import load_desired
@@ -312,7 +314,7 @@ def diff(old: str, new: str, fmt: str) -> None:
 @handle_errors
 def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     """Where every unit stands (changes nothing)."""
-    one_shot_command()
+    one_shot_command(own_process())
     from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import status_render
     from reconciler.report.state_file import read_state
@@ -438,12 +440,15 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
            max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None = None,
            targets: tuple[str, ...] = (), max_interval: float | None = None) -> None:
     from reconciler.apply.apply import ApplyOptions
-    from reconciler.engine.loop import ReplaceOnce, adaptive_pace, exit_code_for, load_desired, run_pass, watch, watch_pass
+    from reconciler.engine.loop import (
+        PassMemory, ReplaceOnce, adaptive_pace, exit_code_for, load_desired, run_pass, watch, watch_pass,
+    )
     from reconciler.apply.prepare import prepare_unit
     from reconciler.report.progress import Progress
     from reconciler.report.workflow_logs import record_pass
 
-    desired = load_desired(exp)
+    memory = PassMemory()  # what the watch keeps from pass to pass: the spec's expansion, a pass that changed nothing
+    desired = load_desired(exp, memory)
     _warn(desired)
     _preflight(desired, environment=True)
     policy = _policy(desired, max_attempts, replace, stage, targets)
@@ -472,11 +477,13 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         def one() -> PassResult:
             nonlocal desired
             # Re-read the spec each pass in watch mode: edits take effect, broken edits stop the watch.
-            desired = load_desired(exp) if watch_ else desired
-            # A watch's pass that would repeat the last one (nothing it read has changed) is not run again.
-            one_pass = watch_pass if watch_ else run_pass
+            desired = load_desired(exp, memory) if watch_ else desired
             this_policy = replaced.policy(_policy(desired, max_attempts, replace, stage, targets) if watch_ else policy)
-            result = one_pass(desired, backend, this_policy, act=True, options=options, prepare=prepare_unit)
+            if watch_:  # a pass that would repeat the last one (nothing it read has changed) is not run again
+                result = watch_pass(desired, backend, this_policy, act=True, memory=memory, options=options,
+                                    prepare=prepare_unit)
+            else:
+                result = run_pass(desired, backend, this_policy, act=True, options=options, prepare=prepare_unit)
             replaced.note(result)
             warnings = record_pass(desired, result).warnings
             for warning in warnings:
@@ -587,4 +594,8 @@ def _restore_sigpipe() -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
-_restore_sigpipe()
+def own_process() -> bool:
+    """Started as `reconcile ...` (the console script) or `python -m reconciler ...`, not called in-process
+    (click's CliRunner in tests): only then may a command change process-wide settings (signals, the collector)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return argv0.name == "reconcile" or (argv0.name == "__main__.py" and argv0.parent.name == "reconciler")

@@ -73,23 +73,21 @@ class PassResult:
         return applied.held_by_filesystem
 
 
-# The last spec loaded, with its text: a watch re-reads the file every pass, and expanding 100k
-# units again costs seconds. Expansion is a pure function of the file's path and text, so an
-# unchanged text gives back the same Desired; any edit is expanded (and validated) afresh.
-_LAST_LOADED: list[tuple[str, str, Desired]] = []
-
-
 @without_gc
-def load_desired(target: Path) -> Desired:
+def load_desired(target: Path, memory: PassMemory | None = None) -> Desired:
+    """The spec, expanded. With a `memory` (a watch's), an unchanged text gives back the last expansion:
+    a watch re-reads the file every pass, and expanding 100k units again costs seconds. Expansion is
+    a pure function of the file's path and text; any edit is expanded (and validated) afresh."""
     path = spec_path(target)
     text = spec_text(path)
     if text is None:
         return expand(load_spec(target))  # load_spec says what is wrong, with the location
     key = os.path.abspath(path)
-    if _LAST_LOADED and _LAST_LOADED[0][:2] == (key, text):
-        return _LAST_LOADED[0][2]
+    if memory is not None and memory.loaded is not None and memory.loaded[:2] == (key, text):
+        return memory.loaded[2]
     desired = expand(load_spec(target, text))
-    _LAST_LOADED[:] = [(key, text, desired)]
+    if memory is not None:
+        memory.loaded = (key, text, desired)
     return desired
 
 
@@ -183,10 +181,17 @@ class _Kept:
     result: PassResult
 
 
-_KEPT: list[_Kept] = []
+@dataclass
+class PassMemory:
+    """What a command keeps from one pass to the next, owned by its caller (the watch) and passed in:
+    no module keeps state between calls. `loaded`: the last spec expanded, with its path and text;
+    `kept`: the watch's last pass that changed nothing, with what it read and asked."""
+
+    loaded: tuple[str, str, Desired] | None = None
+    kept: _Kept | None = None
 
 
-def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
+def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool, memory: PassMemory,
                options: ApplyOptions = ApplyOptions(),
                prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None) -> PassResult:
     """A pass of a watch: the last pass's result again when every input it read stats the same and
@@ -197,13 +202,12 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
     """
     started = time.monotonic()
     answered = None
-    kept = _KEPT[0] if _KEPT else None
-    _KEPT.clear()
+    kept, memory.kept = memory.kept, None
     if kept is not None and kept.desired is desired and kept.backend is backend and kept.policy == policy \
             and kept.act == act and inputs.unchanged(kept.paths, kept.stats):
         snapshot, note = ask(backend, kept.question)
         if memo.answer_digest(snapshot, note) == kept.answer:
-            _KEPT.append(kept)
+            memory.kept = kept
             now = time.time()
             observation = replace(kept.result.observation,
                                   read_at={source: now for source in kept.result.observation.read_at})
@@ -216,8 +220,8 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
         return result
     now_ns = memo.fs_clock_ns(desired.layout.state_dir)
     if now_ns is not None and memo.settled(record, now_ns):
-        _KEPT.append(_Kept(desired, backend, policy, act, list(record), list(record.values()), result.question,
-                           memo.answer_digest(result.snapshot, result.plan.scheduler_note), result))
+        memory.kept = _Kept(desired, backend, policy, act, list(record), list(record.values()), result.question,
+                            memo.answer_digest(result.snapshot, result.plan.scheduler_note), result)
     return result
 
 

@@ -201,6 +201,68 @@ def test_the_package_root_is_short():
     assert len(root) <= MAX_ROOT_MODULES, root
 
 
+# Module-level state that outlives a call. Each is debt the issue names, to be moved onto the memo
+# object a watch owns and passes in (as engine.loop.PassMemory holds the expanded spec and the kept
+# pass); a new one fails the test below, and so does removing one without crossing it off here.
+# Only mutation inside the defining module is seen (slurm.commands.CALL_HOOKS, filled by tests, is not).
+KNOWN_MODULE_STATE = {
+    "reconciler.apply.crashpoints._hits": "counts crash points reached, for the crash-point tests",
+    "reconciler.backends.slurm.commands.CALLS": "counts scheduler calls, read by tests and benchmarks",
+    "reconciler.engine.memo.code_signature": "the package's code hash, once per process",
+    "reconciler.journal._FOLDED": "the folded journal, re-read only past its last length",
+    "reconciler.observe.evallogs._LOADED": "the parsed header cache file",
+    "reconciler.observe.inputs._ACTIVE": "the record of the pass in progress (for the memo)",
+    "reconciler.scaffold.model_dir.read_model_dir": "a model directory's config, once per process",
+}
+
+MUTABLE_CALLS = {"dict", "list", "set", "Counter", "defaultdict", "OrderedDict", "deque"}
+MUTATORS = {"append", "extend", "insert", "pop", "popitem", "remove", "clear", "update", "setdefault", "add",
+            "discard", "appendleft", "sort", "__setitem__"}
+
+
+def module_state(module: str, tree: ast.Module) -> set[str]:
+    """Module-level containers that some code mutates, and module-level functions that cache their results."""
+    containers = set()
+    found = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        value = getattr(node, "value", None)
+        mutable = isinstance(value, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)) or (
+            isinstance(value, ast.Call) and getattr(value.func, "id", getattr(value.func, "attr", None)) in MUTABLE_CALLS)
+        if mutable:
+            containers.update(t.id for t in targets if isinstance(t, ast.Name))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for d in node.decorator_list:
+                d = d.func if isinstance(d, ast.Call) else d
+                if getattr(d, "id", getattr(d, "attr", None)) in ("cache", "lru_cache"):
+                    found.add(f"{module}.{node.name}")
+    for node in ast.walk(tree):
+        name = None
+        if isinstance(node, ast.Global):
+            found.update(f"{module}.{n}" for n in node.names)
+        elif isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(node.ctx, (ast.Store, ast.Del)) \
+                and isinstance(node.value, ast.Name):
+            name = node.value.id
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS \
+                and isinstance(node.func.value, ast.Name):
+            name = node.func.value.id
+        elif isinstance(node, ast.AugAssign):
+            target = node.target.value if isinstance(node.target, ast.Subscript) else node.target
+            name = target.id if isinstance(target, ast.Name) else None
+        if name in containers:
+            found.add(f"{module}.{name}")
+    return found
+
+
+def all_module_state() -> dict[str, set[str]]:
+    return {m: module_state(m, ast.parse(p.read_text())) for m, p in modules().items()}
+
+
+def test_no_new_module_level_state():
+    found = sorted(x for names in all_module_state().values() for x in names)
+    assert found == sorted(KNOWN_MODULE_STATE)
+
+
 # --- the checks check: each one fails on the mistake it is there for --------------------------------------
 
 def _synthetic(source: str, text: str) -> tuple[Import, ...]:
@@ -229,3 +291,19 @@ def test_io_in_a_pure_layer_is_caught():
     # ... and through a module that imports it (the pure check reads what a module loads, not only its imports).
     graph["reconciler.spec.units"] = graph["reconciler.spec.units"] | {"reconciler.journal"}
     assert "fcntl" in loads(graph, "reconciler.spec.units")
+
+
+@pytest.mark.parametrize("text", [
+    "_SEEN: dict[str, int] = {}\ndef f(k):\n    _SEEN[k] = 1\n",
+    "_LAST = []\ndef f(x):\n    _LAST.append(x)\n",
+    "_N = 0\ndef f():\n    global _N\n    _N += 1\n",
+    "import functools\n@functools.cache\ndef f():\n    return 1\n",
+    "HITS = Counter()\ndef f(k):\n    HITS[k] += 1\n",
+])
+def test_module_state_is_caught(text):
+    assert module_state("m", ast.parse(text))
+
+
+def test_constants_are_not_module_state():
+    text = "TABLE = {'a': 1}\nNAMES = ['x']\ndef f(k):\n    d = {}\n    d[k] = TABLE[k]\n    return d\n"
+    assert not module_state("m", ast.parse(text))

@@ -19,7 +19,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reconciler.engine.loop import PassResult, ReplaceOnce, exit_code_for, watch, watch_pass
+from reconciler.engine.loop import PassMemory, PassResult, ReplaceOnce, exit_code_for, watch, watch_pass
 from reconciler.observe.checkpoints import epoch_evidence
 from reconciler.plan.planner import Policy
 from reconciler.spec.units import Desired
@@ -116,6 +116,7 @@ def drive(desired: Desired, sim: SimScheduler, policy: Policy, max_passes: int) 
     """`reconcile apply --watch`'s passes, with the simulated scheduler's clock as the watch's sleep."""
     replaced = ReplaceOnce()
     passes = 0
+    memory = PassMemory()  # the watch's
 
     def one() -> PassResult:
         nonlocal passes
@@ -123,7 +124,7 @@ def drive(desired: Desired, sim: SimScheduler, policy: Policy, max_passes: int) 
         done_before = done_now(desired, sim)
         sim.last_answer_never = set()
         this_policy = replaced.policy(policy)
-        result = watch_pass(desired, sim, this_policy, act=True)  # type: ignore[arg-type]
+        result = watch_pass(desired, sim, this_policy, act=True, memory=memory)  # type: ignore[arg-type]
         replaced.note(result)
         check_pass(desired, sim, done_before, result, this_policy)
         return result
