@@ -1,4 +1,5 @@
-"""The front door's policy: which backend an experiment runs on, and where a spec to compare comes from.
+"""The front door's policy: which backend an experiment runs on, how often a watch polls it and how many
+jobs it may hold (from the backend's Capabilities, never its name), and where a spec to compare comes from.
 
 Which backend: the one it was applied with, remembered beside its journal.
 
@@ -16,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.backends import make_backend
-from reconciler.backends.base import Backend
+from reconciler.backends.base import Backend, Capabilities
 from reconciler.engine.backend_record import recorded_backend
+from reconciler.engine.polling import PollPolicy
 from reconciler.jobs import job_order
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.journal import Journal
@@ -67,6 +69,31 @@ def _refuse_while_in_flight(recorded: str, requested: str, state_dir: Path, expe
         shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
         raise UsageError(f"the experiment runs on --backend {recorded} ({len(live)} job(s) in flight: {shown}); "
                          f"--backend {requested} would not see them. Wait for them to end, or {move}")
+
+
+def poll_floor(caps: Capabilities, requested: float | None) -> tuple[float, str | None]:
+    """The watch's interval: --interval or the backend's default, raised to the least the backend should be
+    polled; with the note that says so when it was raised."""
+    interval = caps.default_poll_seconds if requested is None else requested
+    if interval < caps.min_poll_seconds:
+        return caps.min_poll_seconds, (f"note: --interval raised to {caps.min_poll_seconds:g}s, the least this "
+                                       "scheduler should be polled")
+    return interval, None
+
+
+def poll_policy(interval: float, max_interval: float | None, factor: float) -> PollPolicy:
+    """The watch's polling: from `interval` (the floor) up to `--max-interval` (default: `factor` floors)."""
+    cap = interval * factor if max_interval is None else max_interval
+    if cap < interval:
+        raise UsageError(f"--max-interval {cap:g} is below the polling floor of {interval:g}s (--interval, or the "
+                         f"least this scheduler should be polled): give --max-interval {interval:g} or more "
+                         f"(equal to the floor polls at a fixed interval)")
+    return PollPolicy(floor=interval, cap=cap)
+
+
+def submit_cap(caps: Capabilities, requested: int | None) -> int | None:
+    """--max-submit, or the backend's default cap on one experiment's live jobs."""
+    return caps.default_max_submit if requested is None else requested
 
 
 def load_source(source: str) -> LoadedSpec:

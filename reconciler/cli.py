@@ -15,14 +15,13 @@ import click
 
 from reconciler.engine.planning import plan_pass
 from reconciler.backends import BACKEND_NAMES
-from reconciler.app import choose_backend
+from reconciler.app import choose_backend, poll_floor, poll_policy, submit_cap
 from reconciler.engine.backend_record import record_backend
 from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError, UsageError
 from reconciler.engine.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
 from reconciler.plan.planner import Plan, Policy
-from reconciler.engine.polling import PollPolicy
 from reconciler.report import hints, plan_render
 
 if TYPE_CHECKING:
@@ -454,16 +453,11 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     policy = _policy(desired, max_attempts, replace, stage, targets)
     backend, note = _backend(desired, backend_name, exp)
     caps = backend.capabilities
-    if interval is None:
-        interval = caps.default_poll_seconds
-    if interval < caps.min_poll_seconds:
-        click.echo(f"note: --interval raised to {caps.min_poll_seconds:g}s, the least this scheduler should be polled",
-                   err=True)
-        interval = caps.min_poll_seconds
+    interval, raised = poll_floor(caps, interval)
+    if raised:
+        click.echo(raised, err=True)
     poll = poll_policy(interval, max_interval, caps.max_poll_factor)
-    if max_submit is None and caps.name == "slurm":
-        max_submit = 25
-    options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
+    options = ApplyOptions(max_submit=submit_cap(caps, max_submit), stagger_seconds=caps.finetune_stagger_seconds)
     progress = Progress(sys.stdout, desired, note)
     replaced = ReplaceOnce()
     warned: set[str] = set()  # a watch repeats a warning only once it has stopped and come back
@@ -528,16 +522,6 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
         click.echo(f"error: {errors[0]}{more}", err=True)
         sys.exit(1)
-
-
-def poll_policy(interval: float, max_interval: float | None, factor: float) -> PollPolicy:
-    """The watch's polling: from `interval` (the floor) up to `--max-interval` (default: `factor` floors)."""
-    cap = interval * factor if max_interval is None else max_interval
-    if cap < interval:
-        raise UsageError(f"--max-interval {cap:g} is below the polling floor of {interval:g}s (--interval, or the "
-                         f"least this scheduler should be polled): give --max-interval {interval:g} or more "
-                         f"(equal to the floor polls at a fixed interval)")
-    return PollPolicy(floor=interval, cap=cap)
 
 
 def _summarize_quietly(desired: Desired, result: PassResult, backend: str, policy: Policy) -> None:

@@ -68,6 +68,7 @@ SYMBOL_MOVES: dict[tuple[str, str], str] = {
     ("reconciler.backends", "Question"): "reconciler.observe.scheduler",
     **{("reconciler.app", name): "reconciler.engine.backend_record"
        for name in ("RECORD_NAME", "NAMES", "recorded_backend", "record_backend")},
+    ("reconciler.cli", "poll_policy"): "reconciler.app",
     **{("reconciler.spec.diff", name): "reconciler.app" for name in ("load_source", "GIT_PREFIX", "GIT_TIMEOUT")},
 }
 

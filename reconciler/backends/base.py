@@ -34,6 +34,8 @@ class Capabilities:
     # How far a watch stretches its interval while nothing changes, by default (x the floor): a
     # shared controller pays for every poll; a backend that asks no one is polled at the floor.
     max_poll_factor: float = 1.0
+    # Live jobs of one experiment when --max-submit is not given (None: no cap).
+    default_max_submit: int | None = None
 
 
 class Backend(Protocol):
