@@ -316,7 +316,7 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     one_shot_command(own_process())
     from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import status_render
-    from reconciler.report.state_file import read_state
+    from reconciler.records.state_file import read_state
 
     desired = load_desired(exp)
     chosen, note = _scheduler(desired, backend, offline, exp)
@@ -444,7 +444,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
     )
     from reconciler.apply.prepare import prepare_unit
     from reconciler.report.progress import Progress
-    from reconciler.report.workflow_logs import record_pass
+    from reconciler.records.workflow_logs import record_pass
 
     memory = PassMemory()  # what the watch keeps from pass to pass: the spec's expansion, a pass that changed nothing
     desired = load_desired(exp, memory)

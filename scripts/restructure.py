@@ -48,6 +48,10 @@ MODULE_MOVES: dict[str, str] = {
     "reconciler.backends.local_procs": "reconciler.backends.local.procs",
     "reconciler.backends.local_runner": "reconciler.backends.local.runner",
     "reconciler.backends.local_store": "reconciler.backends.local.store",
+    # What a pass leaves for people on disk (state.json, the workflow logs) and their models.
+    "reconciler.report.state_file": "reconciler.records.state_file",
+    "reconciler.report.workflow_logs": "reconciler.records.workflow_logs",
+    "reconciler.report.summary_model": "reconciler.records.summary_model",
 }
 
 # Names that left their module on their own: (module, as named after MODULE_MOVES) -> new module.
@@ -73,7 +77,8 @@ SYMBOL_MOVES: dict[tuple[str, str], str] = {
 }
 
 # New packages (each gets an empty __init__.py if it has none).
-NEW_PACKAGES = ("reconciler.plan", "reconciler.engine", "reconciler.apply", "reconciler.backends.local")
+NEW_PACKAGES = ("reconciler.plan", "reconciler.engine", "reconciler.apply", "reconciler.backends.local",
+                "reconciler.records")
 
 SCAN_DIRS = ("reconciler", "tests", "benchmarks", "scripts")
 EXTRA_FILES = ("scripts/mutants.d/*.patch",)

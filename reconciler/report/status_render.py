@@ -16,7 +16,7 @@ from reconciler.jobs import Job
 from reconciler.plan.planner import STATES, PlannedUnit
 from reconciler.report import plan_render
 from reconciler.report.progress import STATE_STYLE
-from reconciler.report.state_file import StateFile, UnitRecord, effective_states, fmt_duration, parse_ts
+from reconciler.records.state_file import StateFile, UnitRecord, effective_states, fmt_duration, parse_ts
 
 if TYPE_CHECKING:
     from reconciler.engine.loop import PassResult

@@ -20,7 +20,7 @@ import pytest
 
 from reconciler.apply.crashpoints import ENV, POINTS
 from reconciler.journal import Journal
-from reconciler.report.state_file import read_state
+from reconciler.records.state_file import read_state
 from tests.reliability.harness import (
     Case,
     Record,

@@ -18,7 +18,7 @@ from reconciler.backends.slurm.parse import parse_sacct, pick
 from reconciler.cli import main
 from reconciler.engine.loop import PassResult, load_desired, run_pass
 from reconciler.plan.planner import Policy
-from reconciler.report.workflow_logs import record_pass
+from reconciler.records.workflow_logs import record_pass
 from reconciler.spec.units import Desired
 from tests.conftest import FIXTURES
 from tests.torchtune_tree import materialize

@@ -22,6 +22,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
     {"cli", "__main__"},               # options -> app -> renderer -> exit code
     {"app"},                           # the front door: backend choice, a spec from git
     {"report"},                        # what people read about a pass (renders the engine's results)
+    {"records"},                       # what a pass leaves on disk for people: state.json, workflow logs
     {"engine"},                        # the pass: observe, plan, apply, memo; the watch
     {"apply"},                         # acts on a plan: render, submit, cancel, move aside
     {"scaffold"},                      # renders a unit's scripts and configs from the spec

@@ -12,7 +12,7 @@ from reconciler.engine.loop import PassResult, run_pass
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import observe
 from reconciler.plan.planner import Policy, plan
-from reconciler.report.state_file import (
+from reconciler.records.state_file import (
     build_state,
     effective_states,
     read_state,

@@ -334,7 +334,7 @@ def test_partial_log_is_marked(tmp_path: Path) -> None:
 
 def test_summary_of_a_pass_result_uses_state_json_for_durations(tmp_path: Path) -> None:
     """After convergence nothing is asked of the scheduler; the last state.json remembers the times."""
-    from reconciler.report.state_file import write_state
+    from reconciler.records.state_file import write_state
 
     desired = copy_fixture(tmp_path)
     write_state(desired, fixture_result(desired), now=NOW)

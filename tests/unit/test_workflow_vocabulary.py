@@ -12,7 +12,7 @@ from reconciler.jobs import COMPLETED, RUNNING
 from reconciler.engine.loop import PassResult, load_desired, run_pass
 from reconciler.plan.planner import Policy
 from reconciler.report.summary import write_summary
-from reconciler.report.workflow_logs import record_pass
+from reconciler.records.workflow_logs import record_pass
 from reconciler.spec.units import Desired
 from tests.unit.test_summary import FIXTURE, FakeBackend
 

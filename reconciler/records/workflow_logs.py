@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from reconciler.jobs import job_order
 from reconciler.apply.crashpoints import crash_point
 from reconciler.plan.planner import STATES, PlannedUnit
-from reconciler.report.state_file import (
+from reconciler.records.state_file import (
     LEGACY_STATUS,
     StateFile,
     complete_scopes,
@@ -34,7 +34,7 @@ from reconciler.spec.units import Desired, Unit
 
 if TYPE_CHECKING:
     from reconciler.engine.loop import PassResult
-    from reconciler.report.summary_model import Summary
+    from reconciler.records.summary_model import Summary
 
 LogName = Literal["experiment", "finetune", "eval"]
 LOG_FILES: dict[str, str] = {
