@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.plan_worker import forget_process_caches, stat_floor
-from reconciler import pass_memo
+from reconciler.engine import memo as pass_memo
 from reconciler.journal import Journal
-from reconciler.loop import HEADER_CACHE
+from reconciler.engine.loop import HEADER_CACHE
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import observe, observe_files
-from reconciler.pass_memo import plan_pass
-from reconciler.plan import Policy, plan
+from reconciler.engine.planning import plan_pass
+from reconciler.plan.planner import Policy, plan
 from reconciler.spec.load import load_spec, spec_path
 from reconciler.spec.units import expand
 from reconciler.spec.yamlpos import load_yaml

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.synth import Shape, discard, write_skeleton
-from reconciler.backends.base import TERMINAL_STATES, Job, SubmitRequest
-from reconciler.backends.local import LocalBackend
-from reconciler.loop import load_desired
+from reconciler.jobs import TERMINAL_STATES, Job
+from reconciler.backends.base import SubmitRequest
+from reconciler.backends.local.backend import LocalBackend
+from reconciler.engine.loop import load_desired
 from reconciler.spec.units import Desired, Unit, tag_for, tag_prefix
 
 REPO = Path(__file__).resolve().parent.parent

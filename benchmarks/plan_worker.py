@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler import journal, loop, pass_memo
-from reconciler.gcpause import gc_paused, without_gc
-from reconciler.loop import HEADER_CACHE, load_desired, watch_pass
+from reconciler import journal
+from reconciler.engine import memo as pass_memo
+from reconciler.engine.gcpause import gc_paused, without_gc
+from reconciler.engine.loop import HEADER_CACHE, PassMemory, load_desired, watch_pass
 from reconciler.observe import evallogs
-from reconciler.pass_memo import plan_pass
-from reconciler.plan import Policy
+from reconciler.engine.planning import plan_pass
+from reconciler.plan.planner import Policy
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import Desired, expand
 
@@ -57,11 +58,10 @@ def listing_floor(log_dirs: list[str], checkpoint_paths: list[str]) -> tuple[flo
 
 
 def forget_process_caches() -> None:
-    """What a new `reconcile plan` process starts without: the parsed header cache file, the folded
-    journal (it parses both whole) and the expanded spec."""
+    """What a new `reconcile plan` process starts without: the parsed header cache file and the folded
+    journal (it parses both whole). The expanded spec is kept only by a watch (its PassMemory)."""
     evallogs._LOADED.clear()
     journal._FOLDED.clear()
-    loop._LAST_LOADED.clear()
 
 
 @without_gc
@@ -86,12 +86,12 @@ def one_plan(exp: Path) -> tuple[float, float, dict[str, Any]]:
                                     "recalled": desired is None}
 
 
-def one_watch_pass(exp: Path) -> tuple[float, float]:
+def one_watch_pass(exp: Path, memory: PassMemory) -> tuple[float, float]:
     """A pass of a watch after its first: the spec unchanged, so `load_desired` returns the expansion
-    it already has; the collector stays on between passes and each pass pauses it."""
+    the watch's memory has; the collector stays on between passes and each pass pauses it."""
     wall, cpu = time.perf_counter(), time.process_time()
-    desired = load_desired(exp)
-    watch_pass(desired, None, policy_of(desired), act=False)
+    desired = load_desired(exp, memory)
+    watch_pass(desired, None, policy_of(desired), act=False, memory=memory)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -133,12 +133,13 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
     cold_wall, cold_cpu, info = one_plan(exp)
     cold_reads = reads[0]
     warm, replan, watch, watch_changed, recalled, replan_reads = [], [], [], [], [], []
-    one_watch_pass(exp)  # a watch's first pass; the passes measured below come after it
+    memory = PassMemory()  # the watch's, kept across the measured passes as a running watch keeps it
+    one_watch_pass(exp, memory)  # a watch's first pass; the passes measured below come after it
     for rep in range(reps):
         floors.append(stat_floor(paths))
         listings.append(listing_floor(log_dirs, checkpoints))
         reads[0] = 0
-        watch.append(one_watch_pass(exp))  # nothing changed since the watch's last pass
+        watch.append(one_watch_pass(exp, memory))  # nothing changed since the watch's last pass
         forget_process_caches()  # a "warm plan" is a new process's
         wall, cpu, warm_info = one_plan(exp)
         warm.append((wall, cpu))
@@ -153,7 +154,7 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
         wall, cpu, _ = one_plan(exp)
         replan.append((wall, cpu))
         replan_reads.append(reads[0])
-        watch_changed.append(one_watch_pass(exp))
+        watch_changed.append(one_watch_pass(exp, memory))
     return {
         "units": info["units"],
         "states": info["states"],

@@ -29,7 +29,7 @@ from benchmarks import real_stack
 from benchmarks.makespan import STAND_INS
 from benchmarks.slurm_calls import COMMANDS, cluster_up, write_wrappers
 from benchmarks.synth import Shape, discard, write_skeleton
-from reconciler.loop import load_desired
+from reconciler.engine.loop import load_desired
 
 
 

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.backends.base import Job
-from reconciler.loop import load_desired
+from reconciler.jobs import Job
+from reconciler.engine.loop import load_desired
 from reconciler.observe.checkpoints import RECIPE_STATE
 from reconciler.spec.units import Desired, tag_prefix
 
@@ -174,7 +174,7 @@ def job_records(desired: Desired, backend: str, ids: list[str]) -> dict[str, Job
     """What the backend recorded of these jobs (times included), by job id."""
     prefix = tag_prefix(desired.experiment)
     if backend == "local":
-        from reconciler.backends.local import LocalBackend
+        from reconciler.backends.local.backend import LocalBackend
 
         snapshot = LocalBackend(desired.layout.state_dir / "local").query(prefix, ids)
     else:

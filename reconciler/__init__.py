@@ -1,3 +1,29 @@
-"""reconciler: take an ML experiment from its description to its results, idempotently."""
+"""reconciler: take an ML experiment from its description to its results, idempotently.
+
+Where things are (a layer imports only its own layer and those below it; tests/unit/test_boundaries.py
+holds the table and checks it):
+
+    cli.py        options -> front door -> renderer -> exit code (click); the only place that reads argv
+    app.py        the front door's policy: which backend an experiment runs on; a spec from `git:REV:path`
+    report/       what people read about a pass: plan, status, diff, progress and summary renderers;
+                  summary.py still builds and writes summary.md (to move to records/)
+    records/      what a pass leaves on disk for people: state.json and the workflow logs (writers and
+                  readers), the summary's model
+    engine/       the pass and the watch: loop.py (run_pass, watch_pass, watch), planning.py (`reconcile
+                  plan` from the memo), memo.py (the remembered plan), annotate.py (script ownership and
+                  remedies in a plan's reasons), polling.py, gcpause.py, backend_record.py
+    apply/        acts on a plan: apply.py (journal, submit, adopt), prepare.py (render before submit),
+                  cancel.py, artifacts.py (move replaced output aside), crashpoints.py (test hook)
+    scaffold/     renders a unit's scripts and configs from the spec; resources and remedies
+    plan/         planner.py: pure, observation in, plan out (loads nothing that does I/O)
+    observe/      what is on disk (checkpoints, eval logs, stdout) and what the scheduler says
+                  (scheduler.py: one batched question); inputs.py records every read for the memo
+    backends/     one Protocol (base.py: submit, query, cancel, release; Capabilities), local/, slurm/
+    spec/         the desired state: load and validate experiment_summary.yaml (or .md), expand it into
+                  units, layout, the script fingerprint mark, diff of two specs, unit selection (pure)
+    journal.py    the append-only record of intents and job ids, and the experiment lock
+    jobs.py       the neutral job vocabulary: SLURM state names, Job, Snapshot, job id order, tag owner
+    errors.py fsutil.py timefmt.py   error types with exit codes; atomic writes; SLURM time limits
+"""
 
 __version__ = "0.1.0"

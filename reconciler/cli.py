@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler import pass_memo
+from reconciler.engine.planning import plan_pass
 from reconciler.backends import BACKEND_NAMES
-from reconciler.backends.choice import choose_backend, record_backend
+from reconciler.app import choose_backend, poll_floor, poll_policy, submit_cap
+from reconciler.engine.backend_record import record_backend
 from reconciler.backends.base import Backend
 from reconciler.errors import ReconcilerError, SpecError, UsageError
-from reconciler.gcpause import one_shot_command
+from reconciler.engine.gcpause import one_shot_command
 from reconciler.journal import experiment_lock
-from reconciler.plan import Plan, Policy
-from reconciler.polling import PollPolicy
+from reconciler.plan.planner import Plan, Policy
 from reconciler.report import hints, plan_render
 
 if TYPE_CHECKING:
-    from reconciler.loop import PassResult
+    from reconciler.engine.loop import PassResult
     from reconciler.spec.units import Desired
 
 # The spec machinery (pydantic, PyYAML, the expansion: 120 ms of imports) is imported by each
@@ -151,7 +151,7 @@ def _scheduler(desired: Desired, backend: str, offline: bool, exp: Path) -> tupl
 
 def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = (),
             stage: str | None = None, targets: tuple[str, ...] = ()) -> Policy:
-    from reconciler.selection import select_units
+    from reconciler.spec.selection import select_units
 
     keys = {k for item in replace for k in item.split(",") if k and k != "outdated"}
     unknown = keys - set(desired.by_key())
@@ -183,6 +183,8 @@ def main() -> None:
     # Nothing we create (journal, state, logs, job records and the scripts they run) may be
     # world-writable, whatever the caller's umask: keep its group bits, always mask other-write.
     os.umask(os.umask(0o022) | 0o002)
+    if own_process():
+        _restore_sigpipe()
 
 
 @main.command(epilog=EXAMPLES["validate"])
@@ -199,7 +201,7 @@ def validate(exp: Path, max_errors: int | None) -> None:
     experiment expands to.
     """
     from reconciler.errors import every_problem
-    from reconciler.loop import load_desired
+    from reconciler.engine.loop import load_desired
 
     try:
         desired = load_desired(exp)
@@ -232,14 +234,14 @@ def validate(exp: Path, max_errors: int | None) -> None:
 def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bool, max_attempts: int | None,
          replace: tuple[str, ...], stage: str | None, targets: tuple[str, ...]) -> None:
     """Show what apply would do, changing nothing."""
-    one_shot_command()
+    one_shot_command(own_process())
     try:
         def backend_for(state_dir: Path) -> Backend:
-            from reconciler.loop import load_desired
+            from reconciler.engine.loop import load_desired
 
             return choose_backend(backend, state_dir, lambda: load_desired(exp).experiment, str(exp))[0]
 
-        the_plan, desired = pass_memo.plan_pass(
+        the_plan, desired = plan_pass(
             exp, (backend, max_attempts, replace, stage, targets),
             policy_for=lambda d: _policy(d, max_attempts, replace, stage, targets),
             backend_for=None if offline else backend_for)
@@ -248,7 +250,7 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
         if desired is not None:  # a recalled plan read nothing, and its inputs have not changed since
             _preflight(desired, environment=not offline)
         if fmt == "markdown" and desired is None:
-            from reconciler.loop import load_desired
+            from reconciler.engine.loop import load_desired
 
             desired = load_desired(exp)  # the report names each unit's resources: from the spec
     except ReconcilerError as exc:
@@ -285,7 +287,8 @@ def diff(old: str, new: str, fmt: str) -> None:
 
     Exit 0 when they are the same, 2 when they differ, 1 on error.
     """
-    from reconciler.diff import diff_specs, load_source
+    from reconciler.spec.diff import diff_specs
+    from reconciler.app import load_source
     from reconciler.report import diff_render
 
     try:
@@ -310,10 +313,10 @@ def diff(old: str, new: str, fmt: str) -> None:
 @handle_errors
 def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     """Where every unit stands (changes nothing)."""
-    one_shot_command()
-    from reconciler.loop import load_desired, run_pass
+    one_shot_command(own_process())
+    from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import status_render
-    from reconciler.report.state_file import read_state
+    from reconciler.records.state_file import read_state
 
     desired = load_desired(exp)
     chosen, note = _scheduler(desired, backend, offline, exp)
@@ -335,7 +338,7 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
 @handle_errors
 def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -> None:
     """Write summary.md: run status, training loss, accuracy per run and epoch, best run, next steps."""
-    from reconciler.loop import load_desired, run_pass
+    from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import summary_render
     from reconciler.report.summary import build_summary, write_summary
 
@@ -362,7 +365,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
 @handle_errors
 def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     """Render every unit's job script and configs from the spec (apply does this on its own)."""
-    from reconciler.loop import load_desired
+    from reconciler.engine.loop import load_desired
     from reconciler.scaffold.write import scaffold as render_all
 
     desired = load_desired(exp)
@@ -435,28 +438,26 @@ def watch_cmd(exp: Path, backend: str, interval: float | None, max_interval: flo
 def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, max_attempts: int | None,
            max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None = None,
            targets: tuple[str, ...] = (), max_interval: float | None = None) -> None:
-    from reconciler.apply import ApplyOptions
-    from reconciler.loop import ReplaceOnce, adaptive_pace, exit_code_for, load_desired, run_pass, watch, watch_pass
-    from reconciler.operations import prepare_unit
+    from reconciler.apply.apply import ApplyOptions
+    from reconciler.engine.loop import (
+        PassMemory, ReplaceOnce, adaptive_pace, exit_code_for, load_desired, run_pass, watch, watch_pass,
+    )
+    from reconciler.apply.prepare import prepare_unit
     from reconciler.report.progress import Progress
-    from reconciler.report.workflow_logs import record_pass
+    from reconciler.records.workflow_logs import record_pass
 
-    desired = load_desired(exp)
+    memory = PassMemory()  # what the watch keeps from pass to pass: the spec's expansion, a pass that changed nothing
+    desired = load_desired(exp, memory)
     _warn(desired)
     _preflight(desired, environment=True)
     policy = _policy(desired, max_attempts, replace, stage, targets)
     backend, note = _backend(desired, backend_name, exp)
     caps = backend.capabilities
-    if interval is None:
-        interval = caps.default_poll_seconds
-    if interval < caps.min_poll_seconds:
-        click.echo(f"note: --interval raised to {caps.min_poll_seconds:g}s, the least this scheduler should be polled",
-                   err=True)
-        interval = caps.min_poll_seconds
+    interval, raised = poll_floor(caps, interval)
+    if raised:
+        click.echo(raised, err=True)
     poll = poll_policy(interval, max_interval, caps.max_poll_factor)
-    if max_submit is None and caps.name == "slurm":
-        max_submit = 25
-    options = ApplyOptions(max_submit=max_submit, stagger_seconds=caps.finetune_stagger_seconds)
+    options = ApplyOptions(max_submit=submit_cap(caps, max_submit), stagger_seconds=caps.finetune_stagger_seconds)
     progress = Progress(sys.stdout, desired, note)
     replaced = ReplaceOnce()
     warned: set[str] = set()  # a watch repeats a warning only once it has stopped and come back
@@ -470,11 +471,13 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         def one() -> PassResult:
             nonlocal desired
             # Re-read the spec each pass in watch mode: edits take effect, broken edits stop the watch.
-            desired = load_desired(exp) if watch_ else desired
-            # A watch's pass that would repeat the last one (nothing it read has changed) is not run again.
-            one_pass = watch_pass if watch_ else run_pass
+            desired = load_desired(exp, memory) if watch_ else desired
             this_policy = replaced.policy(_policy(desired, max_attempts, replace, stage, targets) if watch_ else policy)
-            result = one_pass(desired, backend, this_policy, act=True, options=options, prepare=prepare_unit)
+            if watch_:  # a pass that would repeat the last one (nothing it read has changed) is not run again
+                result = watch_pass(desired, backend, this_policy, act=True, memory=memory, options=options,
+                                    prepare=prepare_unit)
+            else:
+                result = run_pass(desired, backend, this_policy, act=True, options=options, prepare=prepare_unit)
             replaced.note(result)
             warnings = record_pass(desired, result).warnings
             for warning in warnings:
@@ -521,16 +524,6 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         sys.exit(1)
 
 
-def poll_policy(interval: float, max_interval: float | None, factor: float) -> PollPolicy:
-    """The watch's polling: from `interval` (the floor) up to `--max-interval` (default: `factor` floors)."""
-    cap = interval * factor if max_interval is None else max_interval
-    if cap < interval:
-        raise UsageError(f"--max-interval {cap:g} is below the polling floor of {interval:g}s (--interval, or the "
-                         f"least this scheduler should be polled): give --max-interval {interval:g} or more "
-                         f"(equal to the floor polls at a fixed interval)")
-    return PollPolicy(floor=interval, cap=cap)
-
-
 def _summarize_quietly(desired: Desired, result: PassResult, backend: str, policy: Policy) -> None:
     """A converged watch leaves summary.md; a problem writing it is a warning, not a failed watch."""
     from reconciler.report.summary import write_summary
@@ -554,8 +547,8 @@ def _summarize_quietly(desired: Desired, result: PassResult, backend: str, polic
 @handle_errors
 def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     """Cancel every in-flight job of the experiment (found by tag)."""
-    from reconciler.loop import load_desired
-    from reconciler.operations import cancel_all
+    from reconciler.engine.loop import load_desired
+    from reconciler.apply.cancel import cancel_all
 
     desired = load_desired(exp)
     chosen, _ = _backend(desired, backend, exp)
@@ -585,4 +578,8 @@ def _restore_sigpipe() -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
-_restore_sigpipe()
+def own_process() -> bool:
+    """Started as `reconcile ...` (the console script) or `python -m reconciler ...`, not called in-process
+    (click's CliRunner in tests): only then may a command change process-wide settings (signals, the collector)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return argv0.name == "reconcile" or (argv0.name == "__main__.py" and argv0.parent.name == "reconciler")

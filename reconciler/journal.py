@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.backends.base import TERMINAL_STATES
+from reconciler.jobs import TERMINAL_STATES
 from reconciler.errors import LockHeld, ReconcilerError
 
 JOURNAL_NAME = "journal.jsonl"

@@ -1,6 +1,6 @@
 """The local backend's jobs read straight from its record files, for tests that check that backend.
 
-`reconciler.backends.local.LocalBackend.query` is what the reconciler believes; a test that counts
+`reconciler.backends.local.backend.LocalBackend.query` is what the reconciler believes; a test that counts
 jobs through it would check the backend against itself. This reader opens
 `{experiment}/.reconciler/local/jobs/{id}.json` with `json` and nothing of the backend's: the files a
 job's supervisor wrote are the evidence. A record that cannot be read is reported as a job in the
@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from reconciler.backends.base import Job
+from reconciler.jobs import Job
 
 UNREADABLE = "UNREADABLE"
 

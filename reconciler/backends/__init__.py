@@ -5,27 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reconciler.backends.base import Backend, Snapshot
-from reconciler.errors import BackendUnavailable, UsageError
+from reconciler.backends.base import Backend
+from reconciler.errors import UsageError
 
 BACKEND_NAMES = ("auto", "local", "slurm")
-
-# What one batched query asks: (tag prefix, in-flight job ids).
-Question = tuple[str, tuple[str, ...]]
-
-
-def ask(backend: Backend | None, question: Question | None) -> tuple[Snapshot | None, str]:
-    """The scheduler's answer, or None with the reason it is unknown (`backend` None: --offline;
-    `question` None: nothing in flight and nothing left to do, so nothing to ask)."""
-    if backend is None:
-        return None, "offline: the scheduler was not asked"
-    if question is None:
-        return Snapshot(), ""
-    try:
-        return backend.query(question[0], list(question[1])), ""
-    except BackendUnavailable as exc:
-        return None, f"scheduler unavailable: {exc}"
-
 
 def make_backend(name: str, state_dir: Path) -> tuple[Backend, str]:
     """The backend and a one-line note saying which was picked (and why, for `auto`)."""
@@ -52,7 +35,7 @@ SLOTS_ENV = "RECONCILER_LOCAL_SLOTS"
 
 
 def _local(state_dir: Path) -> Backend:
-    from reconciler.backends.local import LocalBackend
+    from reconciler.backends.local.backend import LocalBackend
 
     return LocalBackend(state_dir / "local", max_concurrent=_slots())
 

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.backends.base import GONE, UNKNOWN, Job, Snapshot, job_order
+from reconciler.jobs import GONE, UNKNOWN, Job, Snapshot, job_order
 from reconciler.journal import JournalView
 from reconciler.observe import inputs
 from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence, epoch_inputs
 from reconciler.observe.attribution import OURS, JOB_NAME, Matrix, StdoutIndex, Unattributed, Where, attribute
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
-from reconciler.spec.units import Desired, Unit, tag_prefix, units_of_tag
+from reconciler.spec.fingerprint import read_script_fingerprint
+from reconciler.spec.units import Desired, Unit, tag_for, tag_prefix, units_of_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +303,7 @@ def observe(
         produced = _produced_fingerprint(unit, log, ordered, fps)
         script_fp = None
         if read_scripts and produced is None and _done_on_disk(epochs, log):
+            inputs.note_path(unit.script)
             script_fp = read_script_fingerprint(unit.script)
             produced = script_fp
         oom = unit.kind == "finetune" and bool(ordered) and ordered[-1].state == "FAILED" \
@@ -367,22 +369,6 @@ def _produced_fingerprint(unit: Unit, log: LogSummary | None, jobs: tuple[Job, .
     for job in reversed(jobs):
         if fps.get(job.job_id):
             return fps[job.job_id]
-    return None
-
-
-FINGERPRINT_MARK = "# reconciler-fingerprint:"
-
-
-def read_script_fingerprint(script: Path) -> str | None:
-    """The fingerprint a rendered script carries in its header (None: not ours, or absent)."""
-    inputs.note_path(script)
-    try:
-        with open(script, encoding="utf-8", errors="replace") as fh:
-            for _, line in zip(range(8), fh):
-                if line.startswith(FINGERPRINT_MARK):
-                    return line[len(FINGERPRINT_MARK):].strip() or None
-    except OSError:
-        return None
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from reconciler.diff import SpecDiff
+from reconciler.spec.diff import SpecDiff
 
 FORMAT_VERSION = 1
 COLLAPSE_AFTER = 10

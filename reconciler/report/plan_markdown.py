@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from reconciler.backends.timefmt import parse_time_limit
+from reconciler.timefmt import parse_time_limit
 from reconciler.errors import ReconcilerError
-from reconciler.plan import ACTIONS, SUBMITTING, Plan
+from reconciler.plan.planner import ACTIONS, SUBMITTING, Plan
 from reconciler.report.plan_render import group_label, plan_record, shared_jobs
 from reconciler.scaffold.resources import SIZE_TABLE, model_size, resources_for
 from reconciler.spec.units import Desired, Unit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from reconciler.plan import ACTIONS, Plan, PlannedUnit
+from reconciler.plan.planner import ACTIONS, Plan, PlannedUnit
 
 # 2: `presumed` per unit, `scheduler.presumed_empty` (an offline plan presumes an empty scheduler) and
 # `scheduler.backend` (the backend asked). 3: `group` per unit (the evals that share its job).

@@ -6,8 +6,8 @@ import time
 from collections import Counter
 from typing import TextIO
 
-from reconciler.loop import PassResult
-from reconciler.plan import STATES
+from reconciler.engine.loop import PassResult
+from reconciler.plan.planner import STATES
 from reconciler.spec.units import Desired
 
 STATE_STYLE = {"done": "green", "running": "cyan", "queued": "blue", "failed": "red", "blocked": "red",

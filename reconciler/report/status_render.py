@@ -12,14 +12,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Span, Text
 
-from reconciler.backends.base import Job
-from reconciler.plan import STATES, PlannedUnit
+from reconciler.jobs import Job
+from reconciler.plan.planner import STATES, PlannedUnit
 from reconciler.report import plan_render
 from reconciler.report.progress import STATE_STYLE
-from reconciler.report.state_file import StateFile, UnitRecord, effective_states, fmt_duration, parse_ts
+from reconciler.records.state_file import StateFile, UnitRecord, effective_states, fmt_duration, parse_ts
 
 if TYPE_CHECKING:
-    from reconciler.loop import PassResult
+    from reconciler.engine.loop import PassResult
 
 STAGES = ("finetune", "eval")
 

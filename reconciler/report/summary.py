@@ -11,10 +11,10 @@ from reconciler.errors import ReconcilerError
 from reconciler.fsutil import atomic_write_text
 from reconciler.journal import JOURNAL_NAME
 from reconciler.observe.observation import Observation, UnitEvidence, shows_oom
-from reconciler.plan import PlannedUnit, Policy, plan
+from reconciler.plan.planner import PlannedUnit, Policy, plan
 from reconciler.report import hints
-from reconciler.report.state_file import LEGACY_STATUS, StateFile, fmt_ts, read_state
-from reconciler.report.summary_model import (
+from reconciler.records.state_file import LEGACY_STATUS, StateFile, fmt_ts, read_state
+from reconciler.records.summary_model import (
     BestRun,
     Cell,
     EvalResult,
@@ -106,7 +106,7 @@ def write_summary(desired: Desired, observation: Observation, *, now: float | No
         same = reconcile("summarize", desired.loaded.path, backend, "--format", "json")
         raise ReconcilerError(f"cannot write {path}: {exc.strerror or exc}; `{same}` prints the same "
                               "without writing") from None
-    from reconciler.report.workflow_logs import record_summary
+    from reconciler.records.workflow_logs import record_summary
 
     try:
         record_summary(desired, summary, path, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reconciler.report.summary_model import Summary
+from reconciler.records.summary_model import Summary
 from reconciler.report.summary_render import num
 
 

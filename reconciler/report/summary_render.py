@@ -8,8 +8,8 @@ import math
 import os
 from typing import TextIO
 
-from reconciler.report.state_file import LEGACY_STATUS, fmt_duration
-from reconciler.report.summary_model import BestRun, EvalResult, Summary
+from reconciler.records.state_file import LEGACY_STATUS, fmt_duration
+from reconciler.records.summary_model import BestRun, EvalResult, Summary
 
 SATURATED = 0.95
 RUN_TYPE_LABEL = {"fine-tuned": "Fine-tuned", "control": "Control", "eval-only": "Eval-only"}

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.backends.timefmt import format_time_limit, parse_time_limit
+from reconciler.timefmt import format_time_limit, parse_time_limit
 from reconciler.fsutil import atomic_write_text
-from reconciler.observe.observation import FINGERPRINT_MARK, read_script_fingerprint
+from reconciler.spec.fingerprint import FINGERPRINT_MARK, read_script_fingerprint
 from reconciler.scaffold.remedies import Remedy
 from reconciler.scaffold.render import (
     CHECKPOINT_VIEW_COMMENT,

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.backends.timefmt import format_time_limit, parse_time_limit
+from reconciler.timefmt import format_time_limit, parse_time_limit
 from reconciler.observe.observation import shows_oom
 from reconciler.scaffold.resources import resources_for
 from reconciler.scaffold.values import find_run, train_values
 from reconciler.spec.load import LoadedSpec
 from reconciler.spec.units import Unit
+
+if TYPE_CHECKING:
+    from reconciler.plan.planner import PlannedUnit
+    from reconciler.spec.units import Desired
 
 TIME_FACTOR = 1.5
 MIN_BATCH_SIZE = 1
@@ -114,3 +118,17 @@ def _merge(start: Remedy, previous: Remedy | None) -> Remedy:
         if previous.gradient_accumulation_steps is not None else start.gradient_accumulation_steps,
         time=previous.time if previous.time is not None else start.time,
     )
+
+
+def remedy_for(desired: Desired, unit: Unit, p: PlannedUnit,
+               journaled: dict[str, object] | None) -> tuple[Remedy | None, bool]:
+    """The remedy a resubmission renders, and whether it is new (to journal) or kept from the last retry."""
+    if p.action != "resubmit" or p.state in ("done", "outdated"):
+        return None, False  # first submissions and replacements run the spec as it is now
+    previous = Remedy.from_dict(journaled)
+    if failure_cause(p.failure_class) is None:
+        return previous, False
+    remedy = next_remedy(p.failure_class, previous, start=baseline(desired.loaded, unit), kind=unit.kind)
+    if remedy is None:
+        return previous, False  # nothing left to shrink or extend: the retry budget decides
+    return remedy, True

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.observe.observation import FINGERPRINT_MARK
+from reconciler.spec.fingerprint import FINGERPRINT_MARK
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.finetune_config import (
     DISTRIBUTED_RECIPE,

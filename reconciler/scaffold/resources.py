@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.backends.timefmt import parse_time_limit
+from reconciler.timefmt import parse_time_limit
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.model_dir import read_model_dir
 from reconciler.spec.load import LoadedSpec

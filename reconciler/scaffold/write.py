@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from reconciler.fsutil import atomic_write_text
-from reconciler.observe.observation import read_script_fingerprint
+from reconciler.spec.fingerprint import read_script_fingerprint
 from reconciler.scaffold import ScaffoldError
 from reconciler.scaffold.remedies import Remedy
 from reconciler.scaffold.render import RenderedFile, RenderedUnit, render_unit

@@ -18,9 +18,10 @@ from typing import TypeVar
 
 import pytest
 
-from reconciler.backends.base import PENDING, RUNNING, Backend, Job, SubmitRequest
-from reconciler.backends.local import LocalBackend
-from reconciler.backends.local_store import jobs_dir, load_records
+from reconciler.jobs import PENDING, RUNNING, Job
+from reconciler.backends.base import Backend, SubmitRequest
+from reconciler.backends.local.backend import LocalBackend
+from reconciler.backends.local.store import jobs_dir, load_records
 from reconciler.backends.slurm.backend import SlurmBackend
 from tests.fake_slurm import FAST_RETRY, write_executable
 from tests.slurm.conftest import require_slurm, wait_until

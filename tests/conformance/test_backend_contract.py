@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.backends.base import (
+from reconciler.jobs import (
     CANCELLED,
     COMPLETED,
     DEPENDENCY_NEVER_SATISFIED,

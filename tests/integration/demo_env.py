@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.backends.base import Job, job_order
+from reconciler.jobs import Job, job_order
 from tests.conftest import REPO
 from tests.jobrecords import local_jobs
 

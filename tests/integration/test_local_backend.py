@@ -14,19 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    NODE_FAIL,
-    PENDING,
-    RUNNING,
-    Job,
-    SubmitRequest,
-)
-from reconciler.backends.local import LocalBackend, read_directives, stdout_path
-from reconciler.backends.local_store import load_records, record_path
-from reconciler.backends.timefmt import format_time_limit, parse_time_limit
+from reconciler.jobs import CANCELLED, COMPLETED, FAILED, NODE_FAIL, PENDING, RUNNING, Job
+from reconciler.backends.base import SubmitRequest
+from reconciler.backends.local.backend import LocalBackend, read_directives, stdout_path
+from reconciler.backends.local.store import load_records, record_path
+from reconciler.timefmt import format_time_limit, parse_time_limit
 from reconciler.errors import BackendError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,7 +188,7 @@ def test_jobs_survive_sigkill_of_the_submitting_process(state_dir: Path, tmp_pat
         "import sys, time\n"
         "from pathlib import Path\n"
         "from reconciler.backends.base import SubmitRequest\n"
-        "from reconciler.backends.local import LocalBackend\n"
+        "from reconciler.backends.local.backend import LocalBackend\n"
         f"b = LocalBackend(Path({str(state_dir)!r}))\n"
         f"print(b.submit(SubmitRequest(script=Path({str(path)!r}), name='s', tag='t/s', workdir=Path({str(tmp_path)!r}))), flush=True)\n"
         "time.sleep(60)\n"
@@ -240,7 +232,7 @@ def test_concurrent_submitters_get_distinct_ids(state_dir: Path, tmp_path: Path)
         "import sys, time\n"
         "from pathlib import Path\n"
         "from reconciler.backends.base import SubmitRequest\n"
-        "from reconciler.backends.local import LocalBackend\n"
+        "from reconciler.backends.local.backend import LocalBackend\n"
         f"b = LocalBackend(Path({str(state_dir)!r}))\n"
         f"Path({str(tmp_path)!r}, 'ready-' + sys.argv[1]).touch()\n"
         f"while not Path({str(go)!r}).exists(): time.sleep(0.01)\n"

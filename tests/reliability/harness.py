@@ -28,7 +28,7 @@ from types import TracebackType
 import pytest
 import yaml
 
-from reconciler.backends.base import Job
+from reconciler.jobs import Job
 from reconciler.backends.slurm.parse import (
     SACCT_FORMAT,
     SEP,

@@ -32,8 +32,8 @@ def fast_policy(spec: str) -> RetryPolicy:
 def _query_ignores_tags() -> None:
     """The local backend's query answers only for the job ids asked, never by tag (as SLURM's would
     if it dropped its `--comment` filter): a job whose id the journal lost is not found again."""
-    from reconciler.backends.base import Snapshot
-    from reconciler.backends.local import LocalBackend
+    from reconciler.jobs import Snapshot
+    from reconciler.backends.local.backend import LocalBackend
 
     real = LocalBackend.query
 

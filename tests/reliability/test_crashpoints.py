@@ -1,6 +1,6 @@
 """Crash-point enumeration: SIGKILL the reconciler at each named step of a pass, then converge.
 
-For each point (reconciler/crashpoints.py) an experiment of its own (all five side by side)
+For each point (reconciler/apply/crashpoints.py) an experiment of its own (all five side by side)
 sees passes killed at that point, pass j at the point's j-th occurrence (so kills land on the fine-tune and then on an
 eval), until a pass gets through. Every kill leaves a readable journal and state. A fresh
 `apply --watch` must then converge with exactly one successful job per unit and no other job
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.crashpoints import ENV, POINTS
+from reconciler.apply.crashpoints import ENV, POINTS
 from reconciler.journal import Journal
-from reconciler.report.state_file import read_state
+from reconciler.records.state_file import read_state
 from tests.reliability.harness import (
     Case,
     Record,

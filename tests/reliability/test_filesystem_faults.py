@@ -24,7 +24,7 @@ import pytest
 
 from reconciler.journal import Journal
 from reconciler.observe.evallogs import read_header
-from reconciler.report.state_file import read_state
+from reconciler.records.state_file import read_state
 from tests.reliability.harness import (
     RUN,
     UNIT_KEYS,

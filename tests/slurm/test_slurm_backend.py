@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import (
-    COMPLETED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    Job,
-    SubmitRequest,
-)
+from reconciler.jobs import COMPLETED, FAILED, PENDING, RUNNING, Job
+from reconciler.backends.base import SubmitRequest
 from reconciler.backends.slurm.backend import SlurmBackend
 from reconciler.errors import BackendUnavailable
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import CANCELLED, COMPLETED, FAILED, RUNNING, Job
+from reconciler.jobs import CANCELLED, COMPLETED, FAILED, RUNNING, Job
 from tests.integration.demo_env import (
     SYSTEM_BIN,
     assert_one_success_and_no_overlap,

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from reconciler.journal import Journal
-from reconciler.loop import load_desired
+from reconciler.engine.loop import load_desired
 from reconciler.spec.units import Desired, Unit
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler.backends.base import PENDING, Job
+from reconciler.jobs import PENDING, Job
 from reconciler.observe.checkpoints import EpochEvidence
 from reconciler.observe.evallogs import LogSummary
 from reconciler.observe.observation import Observation, UnitEvidence
-from reconciler.plan import Plan
+from reconciler.plan.planner import Plan
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import Desired, expand
 

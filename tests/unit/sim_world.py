@@ -29,7 +29,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.backends.base import (
+from reconciler.jobs import (
     CANCELLED,
     COMPLETED,
     DEPENDENCY_NEVER_SATISFIED,
@@ -38,11 +38,10 @@ from reconciler.backends.base import (
     PENDING,
     RUNNING,
     TIMEOUT,
-    Capabilities,
     Job,
     Snapshot,
-    SubmitRequest,
 )
+from reconciler.backends.base import Capabilities, SubmitRequest
 from reconciler.errors import BackendError, BackendUnavailable
 from reconciler.observe.checkpoints import RECIPE_STATE, epoch_evidence
 from reconciler.spec.units import Desired, Unit

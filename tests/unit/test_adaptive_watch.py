@@ -8,10 +8,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.loop import adaptive_pace, load_desired, run_pass
-from reconciler.operations import prepare_unit
-from reconciler.plan import Policy
-from reconciler.polling import PollPolicy
+from reconciler.engine.loop import adaptive_pace, load_desired, run_pass
+from reconciler.apply.prepare import prepare_unit
+from reconciler.plan.planner import Policy
+from reconciler.engine.polling import PollPolicy
 from tests.integration.demo_env import copy_demo
 from tests.unit.sim_world import write_epoch
 from tests.unit.test_summary import FakeBackend
@@ -70,9 +70,9 @@ def test_a_cap_below_the_floor_is_refused_before_anything_is_submitted(tmp_path:
 
 
 def test_slurm_stretches_to_five_floors_by_default_and_the_local_backend_stays_at_its_floor() -> None:
-    from reconciler.backends.local import CAPABILITIES as LOCAL
+    from reconciler.backends.local.backend import CAPABILITIES as LOCAL
     from reconciler.backends.slurm.backend import CAPABILITIES as SLURM
-    from reconciler.cli import poll_policy
+    from reconciler.app import poll_policy
 
     assert poll_policy(60, None, SLURM.max_poll_factor) == PollPolicy(floor=60, cap=300)
     assert poll_policy(2, None, LOCAL.max_poll_factor) == PollPolicy(floor=2, cap=2)

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.backends.base import Capabilities, Snapshot, SubmitRequest
+from reconciler.backends.base import Capabilities, SubmitRequest
+from reconciler.jobs import Snapshot
 from reconciler.backends.slurm.parse import parse_sacct, pick
 from reconciler.cli import main
-from reconciler.loop import PassResult, load_desired, run_pass
-from reconciler.plan import Policy
-from reconciler.report.workflow_logs import record_pass
+from reconciler.engine.loop import PassResult, load_desired, run_pass
+from reconciler.plan.planner import Policy
+from reconciler.records.workflow_logs import record_pass
 from reconciler.spec.units import Desired
 from tests.conftest import FIXTURES
 from tests.torchtune_tree import materialize

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import Job
+from reconciler.jobs import Job
 from reconciler.observe.checkpoints import epoch_evidence
 from reconciler.observe.observation import Observation, UnitEvidence
-from reconciler.plan import Policy, plan
+from reconciler.plan.planner import Policy, plan
 from tests import torchtune_tree
 from tests.torchtune_tree import Write, manifest, materialize, poll_steps, writes
 from tests.unit.planner_world import make_desired

@@ -1,4 +1,4 @@
-"""The crash-point hook (reconciler/crashpoints.py) kills exactly where it is told to, and nowhere else.
+"""The crash-point hook (reconciler/apply/crashpoints.py) kills exactly where it is told to, and nowhere else.
 
 Run in a child process: a hook that fired by mistake must fail this test, not kill pytest.
 """
@@ -12,13 +12,13 @@ import sys
 
 import pytest
 
-from reconciler.crashpoints import ENV
+from reconciler.apply.crashpoints import ENV
 from tests.conftest import REPO
 
 # Reaches each point named on the command line in turn, saying so first; `partial` runs before a kill.
 PROBE = """
 import sys
-from reconciler.crashpoints import crash_point
+from reconciler.apply.crashpoints import crash_point
 for name in sys.argv[1:]:
     print(name, flush=True)
     crash_point(name, partial=lambda: print("partial", flush=True))

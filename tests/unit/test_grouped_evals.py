@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.backends.base import FAILED, GONE, PENDING, RUNNING, Job, Snapshot, SubmitRequest
+from reconciler.jobs import FAILED, GONE, PENDING, RUNNING, Job, Snapshot
+from reconciler.backends.base import SubmitRequest
 from reconciler.cli import main
 from reconciler.journal import Journal
 from reconciler.observe.observation import Observation, UnitEvidence
-from reconciler.plan import Policy, plan
+from reconciler.plan.planner import Policy, plan
 from reconciler.report import plan_markdown, plan_render
 from reconciler.scaffold.group import prepare_group, render_group
 from reconciler.spec.load import load_spec
@@ -209,7 +210,7 @@ class RecordingBackend:
 
 
 def test_apply_submits_a_group_once_and_journals_it_against_every_unit(tmp_path: Path) -> None:
-    from reconciler.apply import apply_plan
+    from reconciler.apply.apply import apply_plan
 
     desired = desired_of(tmp_path)
     result = fresh_plan(desired)
@@ -326,7 +327,7 @@ def test_the_shared_job_activates_the_same_environment_as_its_units_own_scripts(
 
 
 def test_reconcile_cancel_cancels_a_shared_job_once_and_journals_it_for_each_unit(tmp_path: Path) -> None:
-    from reconciler.operations import cancel_all
+    from reconciler.apply.cancel import cancel_all
 
     desired = desired_of(tmp_path)
     keys = tuple(f"eval/r0/{t}/epoch0" for t in TASKS)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.backends.base import LIVE_STATES, TERMINAL_STATES, Job, job_order
+from reconciler.jobs import LIVE_STATES, TERMINAL_STATES, Job, job_order
 from reconciler.journal import JournalView, UnitHistory, _fold
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
 from reconciler.observe.observation import UNKNOWN, _ordered

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.backends.base import Job, Snapshot, job_order, unit_of_tag
+from reconciler.jobs import Job, Snapshot, job_order, unit_of_tag
 from reconciler.spec.units import tag_for, tag_prefix
 
 NUMBERS = st.integers(min_value=0, max_value=10**12)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from reconciler.backends.base import SubmitRequest
 from reconciler.journal import Journal
-from reconciler.loop import load_desired, run_pass
-from reconciler.operations import prepare_unit
-from reconciler.plan import Policy
+from reconciler.engine.loop import load_desired, run_pass
+from reconciler.apply.prepare import prepare_unit
+from reconciler.plan.planner import Policy
 from tests.integration.demo_env import copy_demo
 from tests.unit.test_summary import FakeBackend
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reconciler.loop import PassResult, ReplaceOnce, exit_code_for, watch, watch_pass
+from reconciler.engine.loop import PassMemory, PassResult, ReplaceOnce, exit_code_for, watch, watch_pass
 from reconciler.observe.checkpoints import epoch_evidence
-from reconciler.plan import Policy
+from reconciler.plan.planner import Policy
 from reconciler.spec.units import Desired
 from tests.unit.planner_world import make_desired
 from tests.unit.sim_world import EVAL_OUTCOMES, FINETUNE_ENDS, Script, SimScheduler, log_complete
@@ -116,6 +116,7 @@ def drive(desired: Desired, sim: SimScheduler, policy: Policy, max_passes: int) 
     """`reconcile apply --watch`'s passes, with the simulated scheduler's clock as the watch's sleep."""
     replaced = ReplaceOnce()
     passes = 0
+    memory = PassMemory()  # the watch's
 
     def one() -> PassResult:
         nonlocal passes
@@ -123,7 +124,7 @@ def drive(desired: Desired, sim: SimScheduler, policy: Policy, max_passes: int) 
         done_before = done_now(desired, sim)
         sim.last_answer_never = set()
         this_policy = replaced.policy(policy)
-        result = watch_pass(desired, sim, this_policy, act=True)  # type: ignore[arg-type]
+        result = watch_pass(desired, sim, this_policy, act=True, memory=memory)  # type: ignore[arg-type]
         replaced.note(result)
         check_pass(desired, sim, done_before, result, this_policy)
         return result
@@ -193,7 +194,7 @@ def test_a_watch_that_cannot_write_ends_unless_something_is_in_flight() -> None:
     would wait forever for a person to free space. It ends, saying why; with jobs in flight it goes on."""
     import errno
 
-    from reconciler.loop import run_pass
+    from reconciler.engine.loop import run_pass
 
     with tempfile.TemporaryDirectory() as tmp:
         desired = make_desired(Path(tmp), runs=1, epochs=1, control=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.backends import SLOTS_ENV, make_backend
-from reconciler.backends.local import LocalBackend
+from reconciler.backends.local.backend import LocalBackend
 from reconciler.errors import UsageError
 
 

@@ -15,14 +15,15 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import loop, pass_memo
-from reconciler.backends.base import Capabilities, Job, Snapshot
+from reconciler.engine import loop, memo as pass_memo
+from reconciler.backends.base import Capabilities
+from reconciler.jobs import Job, Snapshot
 from reconciler.cli import main
 from reconciler.journal import Journal
-from reconciler.loop import load_desired, run_pass, watch_pass
-from reconciler.pass_memo import plan_pass
+from reconciler.engine.loop import PassMemory, load_desired, run_pass, watch_pass
+from reconciler.engine.planning import plan_pass
 from reconciler.observe.checkpoints import epoch_evidence, epoch_inputs
-from reconciler.plan import Plan, Policy
+from reconciler.plan.planner import Plan, Policy
 from reconciler.spec.units import Desired, tag_for
 from tests.unit.converged_fixture import build_converged
 from tests.unit.test_observe import eval_log, safetensors
@@ -329,12 +330,13 @@ def counting_observe(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_a_watch_pass_with_nothing_new_returns_the_last_result(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     observed = counting_observe(monkeypatch)
     desired = load_desired(exp)
+    memory = PassMemory()  # the watch's
     scheduler = CountingScheduler([])
-    passes = [watch_pass(desired, scheduler, policy_of(desired), act=True) for _ in range(3)]  # type: ignore[arg-type]
+    passes = [watch_pass(desired, scheduler, policy_of(desired), act=True, memory=memory) for _ in range(3)]  # type: ignore[arg-type]
     assert observed[0] == 1 and all(p.plan == passes[0].plan for p in passes)
     assert passes[-1].converged and not passes[-1].events
     add_a_log(exp, random.Random(1))
-    after = [watch_pass(desired, scheduler, policy_of(desired), act=True) for _ in range(2)]  # type: ignore[arg-type]
+    after = [watch_pass(desired, scheduler, policy_of(desired), act=True, memory=memory) for _ in range(2)]  # type: ignore[arg-type]
     assert observed[0] == 2 and after[0].plan == passes[0].plan  # a complete log still wins
 
 
@@ -342,17 +344,19 @@ def test_a_watch_pass_keeps_nothing_while_its_inputs_are_racy(exp: Path, monkeyp
     monkeypatch.setattr(pass_memo, "RACY_NS", 10**18)  # every input changed "just now"
     observed = counting_observe(monkeypatch)
     desired = load_desired(exp)
+    memory = PassMemory()  # the watch's
     for _ in range(3):
-        watch_pass(desired, None, policy_of(desired), act=False)
+        watch_pass(desired, None, policy_of(desired), act=False, memory=memory)
     assert observed[0] == 3
 
 
 def test_a_watch_pass_sees_a_changed_log(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     observed = counting_observe(monkeypatch)
     desired = load_desired(exp)
-    first = watch_pass(desired, None, policy_of(desired), act=False)
+    memory = PassMemory()  # the watch's
+    first = watch_pass(desired, None, policy_of(desired), act=False, memory=memory)
     age(rewrite_log_as_failure(exp, random.Random(2)), 500)
-    second = watch_pass(desired, None, policy_of(desired), act=False)
+    second = watch_pass(desired, None, policy_of(desired), act=False, memory=memory)
     assert observed[0] == 2 and second.plan != first.plan and second.plan == planned_afresh(exp, presume_empty=False)
 
 
@@ -360,9 +364,10 @@ def test_a_watch_pass_that_would_act_is_never_kept(exp: Path, monkeypatch: pytes
     age(remove_a_log(exp, random.Random(3)), 500)
     observed = counting_observe(monkeypatch)
     desired = load_desired(exp)
+    memory = PassMemory()  # the watch's
     scheduler = CountingScheduler([])  # the job of the unit whose log is gone has ended: it is resubmitted
     for _ in range(2):
-        result = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
+        result = watch_pass(desired, scheduler, policy_of(desired), act=False, memory=memory)  # type: ignore[arg-type]
         assert result.plan.has_changes
     assert observed[0] == 2
 
@@ -370,17 +375,18 @@ def test_a_watch_pass_that_would_act_is_never_kept(exp: Path, monkeypatch: pytes
 def test_a_watch_pass_asks_again_and_follows_the_answer(exp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     age(remove_a_log(exp, random.Random(4)), 500)
     desired = load_desired(exp)
+    memory = PassMemory()  # the watch's
     journal = Journal(desired.layout.state_dir)
     unit = next(u for u in desired.units if u.kind == "eval" and not (u.log_dir and any(u.log_dir.glob("*.eval"))))
     journal.append("submitted", unit=unit.key, job_id="88", fingerprint=unit.fingerprint, after=[])
     age([journal.path], 400)
     scheduler = CountingScheduler([Job(job_id="88", state="RUNNING", tag=tag_for(desired.experiment, unit.key))])
     observed = counting_observe(monkeypatch)
-    first = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
-    again = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
+    first = watch_pass(desired, scheduler, policy_of(desired), act=False, memory=memory)  # type: ignore[arg-type]
+    again = watch_pass(desired, scheduler, policy_of(desired), act=False, memory=memory)  # type: ignore[arg-type]
     assert (observed[0], scheduler.queries) == (1, 2) and again.plan == first.plan
     scheduler.jobs = [Job(job_id="88", state="PENDING", tag=tag_for(desired.experiment, unit.key))]
-    third = watch_pass(desired, scheduler, policy_of(desired), act=False)  # type: ignore[arg-type]
+    third = watch_pass(desired, scheduler, policy_of(desired), act=False, memory=memory)  # type: ignore[arg-type]
     assert (observed[0], scheduler.queries) == (2, 3)
     assert next(u for u in third.plan.units if u.key == unit.key).state == "queued"
 

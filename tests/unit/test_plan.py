@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.backends.base import (
+from reconciler.jobs import (
     COMPLETED,
     DEPENDENCY_NEVER_SATISFIED,
     FAILED,
@@ -29,7 +29,7 @@ from reconciler.backends.base import (
 )
 from reconciler.observe.checkpoints import EpochEvidence
 from reconciler.observe.observation import GONE, Observation, UnitEvidence
-from reconciler.plan import Policy, plan
+from reconciler.plan.planner import Policy, plan
 from tests.conftest import EXPERIMENTS
 from tests.unit.planner_world import absent_epochs, complete_epochs, log, make_desired, pretend_apply
 
@@ -355,7 +355,7 @@ def test_nothing_is_done_on_unknown(world) -> None:
 
 def test_the_budget_label_says_attempts_of_budget() -> None:
     """`(3 of 3)`, never `(3/2)`: a budget lowered below the attempts already made says both plainly."""
-    from reconciler.plan import budget_used
+    from reconciler.plan.planner import budget_used
 
     assert budget_used(3, 3) == "retry budget used (3 of 3)"
     assert budget_used(3, 2) == "retry budget used (3 attempts; the budget is 2)"

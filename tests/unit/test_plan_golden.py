@@ -16,10 +16,10 @@ from typing import TextIO
 import pytest
 from click.testing import CliRunner
 
-from reconciler.backends.local import LocalBackend
+from reconciler.backends.local.backend import LocalBackend
 from reconciler.cli import main
-from reconciler.loop import PassResult, load_desired, run_pass
-from reconciler.plan import Policy
+from reconciler.engine.loop import PassResult, load_desired, run_pass
+from reconciler.plan.planner import Policy
 from reconciler.report import plan_markdown, plan_render
 from reconciler.spec.units import Desired
 from tests.conftest import EXPERIMENTS, FIXTURES

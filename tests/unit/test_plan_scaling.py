@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.synth import Shape, generate
-from reconciler.gcpause import without_gc
-from reconciler.loop import run_pass
+from reconciler.engine.gcpause import without_gc
+from reconciler.engine.loop import run_pass
 from reconciler.observe import evallogs
-from reconciler.plan import Policy
+from reconciler.plan.planner import Policy
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import expand
 from tests.conftest import EXPERIMENTS

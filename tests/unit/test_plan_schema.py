@@ -10,9 +10,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from reconciler.backends.local import LocalBackend
-from reconciler.loop import load_desired, run_pass
-from reconciler.plan import ACTIONS, STATES, Policy
+from reconciler.backends.local.backend import LocalBackend
+from reconciler.engine.loop import load_desired, run_pass
+from reconciler.plan.planner import ACTIONS, STATES, Policy
 from reconciler.report.plan_render import FORMAT_VERSION, plan_record
 from tests.conftest import EXPERIMENTS, REPO
 from tests.unit.converged_fixture import build_converged, copy_demo

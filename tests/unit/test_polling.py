@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.polling import PollPolicy, RunningJob, next_event, next_interval
+from reconciler.engine.polling import PollPolicy, RunningJob, next_event, next_interval
 
 
 def test_quiet_passes_stretch_the_wait_up_to_the_cap_and_a_change_resets_it() -> None:

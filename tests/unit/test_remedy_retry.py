@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.backends.base import FAILED, Job
+from reconciler.jobs import FAILED, Job
 from reconciler.journal import Journal, JournalView
 from reconciler.observe.observation import Observation, UnitEvidence
-from reconciler.operations import prepare_unit
-from reconciler.plan import Policy, plan
-from reconciler.plan_notes import annotate
+from reconciler.apply.prepare import prepare_unit
+from reconciler.plan.planner import Policy, plan
+from reconciler.engine.annotate import annotate
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import Desired, expand
 from tests.conftest import EXPERIMENTS

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.artifacts import move_aside
-from reconciler.backends.base import Snapshot
-from reconciler.diff import diff_specs
+from reconciler.apply.artifacts import move_aside
+from reconciler.jobs import Snapshot
+from reconciler.spec.diff import diff_specs
 from reconciler.journal import Journal
-from reconciler.loop import load_desired
+from reconciler.engine.loop import load_desired
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import observe
-from reconciler.plan import SUBMITTING, Plan, Policy, plan
+from reconciler.plan.planner import SUBMITTING, Plan, Policy, plan
 from reconciler.spec.load import load_spec
 from reconciler.spec.units import Desired
 from tests.unit.converged_fixture import build_converged

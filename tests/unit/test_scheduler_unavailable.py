@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from reconciler.backends.base import Snapshot
-from reconciler.backends.local import LocalBackend
+from reconciler.jobs import Snapshot
+from reconciler.backends.local.backend import LocalBackend
 from reconciler.errors import BackendUnavailable
 from reconciler.journal import Journal
-from reconciler.loop import PassResult, load_desired, run_pass
-from reconciler.operations import prepare_unit
-from reconciler.plan import Policy
+from reconciler.engine.loop import PassResult, load_desired, run_pass
+from reconciler.apply.prepare import prepare_unit
+from reconciler.plan.planner import Policy
 from reconciler.spec.units import Desired
 from tests.integration.demo_env import copy_demo, reconcile
 from tests.unit.test_summary import FakeBackend

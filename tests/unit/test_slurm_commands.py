@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import COMPLETED, FAILED, RUNNING, SubmitRequest
+from reconciler.jobs import COMPLETED, FAILED, RUNNING
+from reconciler.backends.base import SubmitRequest
 from reconciler.backends.slurm.backend import SlurmBackend, slurm_available
 from reconciler.backends.slurm.commands import CALLS, RetryPolicy
 from reconciler.errors import BackendError, BackendUnavailable, SubmitDeferred
@@ -295,11 +296,11 @@ def test_policy_limit_no_wait_lifts_stays_permanent(backend: SlurmBackend, fake_
 def test_apply_defers_units_refused_by_a_submit_cap(fake_bin: Path, tmp_path: Path) -> None:
     """A pass that hits the cap: the refused unit stays missing, the rest of the pass makes no
     further sbatch calls, nothing is an error or counts against a budget; a later pass submits."""
-    from reconciler.apply import ApplyOptions
+    from reconciler.apply.apply import ApplyOptions
     from reconciler.journal import Journal
-    from reconciler.loop import load_desired, run_pass
-    from reconciler.operations import prepare_unit
-    from reconciler.plan import Policy
+    from reconciler.engine.loop import load_desired, run_pass
+    from reconciler.apply.prepare import prepare_unit
+    from reconciler.plan.planner import Policy
     from reconciler.spec.units import tag_for
     from tests.integration.demo_env import copy_demo
 
@@ -354,9 +355,9 @@ def test_a_live_job_found_by_its_tag_is_not_submitted_again_after_the_journal_is
     fake_bin: Path, tmp_path: Path
 ) -> None:
     """No journal (deleted, or a crash before the job id was written): squeue's tag says whose job it is."""
-    from reconciler.loop import load_desired, run_pass
-    from reconciler.operations import prepare_unit
-    from reconciler.plan import Policy
+    from reconciler.engine.loop import load_desired, run_pass
+    from reconciler.apply.prepare import prepare_unit
+    from reconciler.plan.planner import Policy
     from reconciler.spec.units import tag_for
     from tests.integration.demo_env import copy_demo
 

@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import (
-    CANCELLED,
-    COMPLETED,
-    DEPENDENCY_NEVER_SATISFIED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    SubmitRequest,
-)
+from reconciler.jobs import CANCELLED, COMPLETED, DEPENDENCY_NEVER_SATISFIED, FAILED, PENDING, RUNNING
+from reconciler.backends.base import SubmitRequest
 from reconciler.backends.slurm.backend import sbatch_argv
 from reconciler.backends.slurm.commands import is_transient
 from reconciler.backends.slurm.parse import (

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.backends.base import COMPLETED, RUNNING, Job
+from reconciler.jobs import COMPLETED, RUNNING, Job
 from reconciler.cli import main
 from reconciler.errors import UsageError
-from reconciler.loop import run_pass
+from reconciler.engine.loop import run_pass
 from reconciler.observe.observation import Observation, UnitEvidence
-from reconciler.plan import Policy, plan
-from reconciler.selection import select_units
+from reconciler.plan.planner import Policy, plan
+from reconciler.spec.selection import select_units
 from reconciler.spec.units import Desired
 from tests.unit.planner_world import absent_epochs, complete_epochs, make_desired
 from tests.unit.test_summary import FIXTURE, FakeBackend
@@ -126,7 +126,7 @@ def test_cli_plan_reports_the_rest_untouched(tmp_path: Path) -> None:
 
 
 def test_apply_acts_only_on_the_target(tmp_path: Path) -> None:
-    from reconciler.loop import load_desired
+    from reconciler.engine.loop import load_desired
 
     exp = copy_fixture(tmp_path)
     desired = load_desired(exp)

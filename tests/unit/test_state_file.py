@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reconciler.apply import Event
-from reconciler.backends.base import Snapshot
+from reconciler.apply.apply import Event
+from reconciler.jobs import Snapshot
 from reconciler.journal import Journal
-from reconciler.loop import PassResult, run_pass
+from reconciler.engine.loop import PassResult, run_pass
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import observe
-from reconciler.plan import Policy, plan
-from reconciler.report.state_file import (
+from reconciler.plan.planner import Policy, plan
+from reconciler.records.state_file import (
     build_state,
     effective_states,
     read_state,

@@ -6,13 +6,13 @@ import io
 import json
 from pathlib import Path
 
-from reconciler.backends.base import Snapshot
+from reconciler.jobs import Snapshot
 from reconciler.journal import Journal
-from reconciler.loop import PassResult, run_pass
+from reconciler.engine.loop import PassResult, run_pass
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import observe
-from reconciler.plan import Policy, plan
-from reconciler.report.state_file import write_state
+from reconciler.plan.planner import Policy, plan
+from reconciler.records.state_file import write_state
 from reconciler.report.status_render import status_record, status_rows, write_status
 from tests.unit.test_summary import NOW, copy_fixture, fixture_backend, fixture_result
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import COMPLETED, RUNNING, Capabilities, Job, Snapshot, SubmitRequest
+from reconciler.jobs import COMPLETED, RUNNING, Job, Snapshot
+from reconciler.backends.base import Capabilities, SubmitRequest
 from reconciler.journal import Journal
-from reconciler.loop import PassResult, load_desired
+from reconciler.engine.loop import PassResult, load_desired
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import Observation, observe
-from reconciler.plan import Policy, plan
+from reconciler.plan.planner import Policy, plan
 from reconciler.report import summary_render
 from reconciler.report.summary import build_summary, write_summary
 from reconciler.report.summary_sources import compute_binary, parse_losses
@@ -333,7 +334,7 @@ def test_partial_log_is_marked(tmp_path: Path) -> None:
 
 def test_summary_of_a_pass_result_uses_state_json_for_durations(tmp_path: Path) -> None:
     """After convergence nothing is asked of the scheduler; the last state.json remembers the times."""
-    from reconciler.report.state_file import write_state
+    from reconciler.records.state_file import write_state
 
     desired = copy_fixture(tmp_path)
     write_state(desired, fixture_result(desired), now=NOW)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.report.summary import _best
-from reconciler.report.summary_model import EvalResult, Summary
+from reconciler.records.summary_model import EvalResult, Summary
 from reconciler.report.summary_plot import plot_accuracy
 from reconciler.report.summary_render import markdown_text
 

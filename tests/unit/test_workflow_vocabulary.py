@@ -8,11 +8,11 @@ import shutil
 import time
 from pathlib import Path
 
-from reconciler.backends.base import COMPLETED, RUNNING
-from reconciler.loop import PassResult, load_desired, run_pass
-from reconciler.plan import Policy
+from reconciler.jobs import COMPLETED, RUNNING
+from reconciler.engine.loop import PassResult, load_desired, run_pass
+from reconciler.plan.planner import Policy
 from reconciler.report.summary import write_summary
-from reconciler.report.workflow_logs import record_pass
+from reconciler.records.workflow_logs import record_pass
 from reconciler.spec.units import Desired
 from tests.unit.test_summary import FIXTURE, FakeBackend
 

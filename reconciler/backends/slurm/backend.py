@@ -9,7 +9,8 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from reconciler.backends.base import Capabilities, Job, Snapshot, SubmitRequest, job_order
+from reconciler.backends.base import Capabilities, SubmitRequest
+from reconciler.jobs import Job, Snapshot, job_order
 from reconciler.backends.slurm.commands import CommandFailed, RetryPolicy, retrying, run, run_once
 from reconciler.backends.slurm.parse import (
     SACCT_FORMAT,
@@ -34,6 +35,7 @@ CAPABILITIES = Capabilities(
     default_poll_seconds=60.0,
     finetune_stagger_seconds=5.0,
     max_poll_factor=5.0,  # up to 5 min between polls while every job waits behind long fine-tunes
+    default_max_submit=25,  # like a QoS MaxSubmitJobs: a sweep does not flood a shared queue
 )
 
 # A retried sbatch adopts a job of its tag submitted since its first try began, less this margin

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 
-from reconciler.backends.base import PENDING, TERMINAL_STATES, Job, normalise_state
+from reconciler.jobs import PENDING, TERMINAL_STATES, Job, normalise_state
 
 log = logging.getLogger(__name__)
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from deepdiff import DeepDiff
 from deepdiff.helper import notpresent
 
-from reconciler.errors import ReconcilerError
-from reconciler.spec.load import SPEC_FILENAME, LoadedSpec, load_spec
+from reconciler.spec.load import LoadedSpec
 from reconciler.spec.units import Unit, canonical, expand, unit_inputs
 
-GIT_PREFIX = "git:"
-GIT_TIMEOUT = 30
 # A field changing more units than this is summarised by counts instead of unit keys.
 LIST_AT_MOST = 3
 
@@ -64,33 +59,6 @@ class SpecDiff:
             return f"Diff: no changes; {self.unchanged} unit(s) unchanged"
         return (f"Diff: {len(self.added)} to add, {len(self.removed)} to remove, {len(self.changed)} changed "
                 f"by {len(self.fields)} field(s); {self.unchanged} unchanged")
-
-
-def load_source(source: str) -> LoadedSpec:
-    """A path (experiment dir or file), or `git:REV:path` read with `git show REV:path` (path from the repo root)."""
-    if not source.startswith(GIT_PREFIX):
-        return load_spec(Path(source))
-    rev, sep, path = source[len(GIT_PREFIX):].partition(":")
-    if not sep or not rev or not path:
-        raise ReconcilerError(f"{source!r}: expected git:REV:path, e.g. git:origin/main:exp/experiment_summary.yaml")
-    if _git(["cat-file", "-t", f"{rev}:{path}"], source).strip() == "tree":
-        path = f"{path.rstrip('/')}/{SPEC_FILENAME}"
-    text = _git(["show", f"{rev}:{path}"], source)
-    # Relative paths in the old spec resolve where the file sits in the working tree.
-    return load_spec(Path(path), text=text)
-
-
-def _git(args: list[str], source: str) -> str:
-    try:
-        proc = subprocess.run(["git", *args], capture_output=True, text=True, timeout=GIT_TIMEOUT)
-    except FileNotFoundError:
-        raise ReconcilerError(f"{source}: git is not installed") from None
-    except subprocess.TimeoutExpired:
-        raise ReconcilerError(f"{source}: git {args[0]} timed out after {GIT_TIMEOUT}s") from None
-    if proc.returncode != 0:
-        detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-        raise ReconcilerError(f"{source}: git {args[0]} failed: {detail}")
-    return proc.stdout
 
 
 def diff_specs(old: LoadedSpec, new: LoadedSpec, old_label: str | None = None,

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from reconciler.backends.base import job_order
-from reconciler.crashpoints import crash_point
-from reconciler.plan import STATES, PlannedUnit
-from reconciler.report.state_file import (
+from reconciler.jobs import job_order
+from reconciler.apply.crashpoints import crash_point
+from reconciler.plan.planner import STATES, PlannedUnit
+from reconciler.records.state_file import (
     LEGACY_STATUS,
     StateFile,
     complete_scopes,
@@ -33,8 +33,8 @@ from reconciler.scaffold.write import check_inside
 from reconciler.spec.units import Desired, Unit
 
 if TYPE_CHECKING:
-    from reconciler.loop import PassResult
-    from reconciler.report.summary_model import Summary
+    from reconciler.engine.loop import PassResult
+    from reconciler.records.summary_model import Summary
 
 LogName = Literal["experiment", "finetune", "eval"]
 LOG_FILES: dict[str, str] = {

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from reconciler.artifacts import move_aside
-from reconciler.backends.base import Backend, Snapshot, SubmitRequest, unit_of_tag
-from reconciler.crashpoints import crash_point
+from reconciler.apply.artifacts import move_aside
+from reconciler.backends.base import Backend, SubmitRequest
+from reconciler.jobs import Snapshot, unit_of_tag
+from reconciler.apply.crashpoints import crash_point
 from reconciler.errors import BackendError, BackendUnavailable, ReconcilerError, SubmitDeferred
 from reconciler.journal import Journal, JournalView
-from reconciler.plan import Plan, PlannedUnit
+from reconciler.plan.planner import Plan, PlannedUnit
 from reconciler.spec.units import Desired, Unit, group_tag, tag_for, units_of_tag
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from reconciler.backends.base import PENDING
+from reconciler.jobs import PENDING
 from reconciler.errors import BackendUnavailable
 
 SCHEMA_VERSION = 1

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reconciler.backends.base import Job
-from reconciler.crashpoints import crash_point
+from reconciler.jobs import Job
+from reconciler.apply.crashpoints import crash_point
 from reconciler.fsutil import atomic_write_text
-from reconciler.plan import PlannedUnit
+from reconciler.plan.planner import PlannedUnit
 from reconciler.spec.units import Desired, Unit
 
 if TYPE_CHECKING:  # loop imports the report modules' callers; keep the import for types only
-    from reconciler.apply import Event
-    from reconciler.loop import PassResult
+    from reconciler.apply.apply import Event
+    from reconciler.engine.loop import PassResult
     from reconciler.observe.checkpoints import EpochEvidence
     from reconciler.observe.evallogs import LogSummary
     from reconciler.observe.observation import UnitEvidence

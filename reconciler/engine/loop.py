@@ -9,11 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler import pass_memo
-from reconciler.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
-from reconciler.backends import Question, ask
-from reconciler.backends.base import COMPLETED, Backend, Snapshot
-from reconciler.gcpause import without_gc
+from reconciler.engine import memo
+from reconciler.apply.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
+from reconciler.observe.scheduler import Question, ask
+from reconciler.backends.base import Backend
+from reconciler.jobs import COMPLETED, Snapshot
+from reconciler.engine.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
 from reconciler.observe import inputs
 from reconciler.observe.evallogs import HeaderCache
@@ -25,9 +26,9 @@ from reconciler.observe.observation import (
     observe_files,
     settle,
 )
-from reconciler.plan import IN_FLIGHT, Plan, PlannedUnit, Policy, plan
-from reconciler.plan_notes import annotate
-from reconciler.polling import PollPolicy, RunningJob, next_event, next_interval
+from reconciler.plan.planner import IN_FLIGHT, Plan, PlannedUnit, Policy, plan
+from reconciler.engine.annotate import annotate
+from reconciler.engine.polling import PollPolicy, RunningJob, next_event, next_interval
 from reconciler.spec.load import load_spec
 from reconciler.spec.location import spec_path, spec_text
 from reconciler.spec.units import Desired, Unit, expand, tag_prefix
@@ -73,23 +74,21 @@ class PassResult:
         return applied.held_by_filesystem
 
 
-# The last spec loaded, with its text: a watch re-reads the file every pass, and expanding 100k
-# units again costs seconds. Expansion is a pure function of the file's path and text, so an
-# unchanged text gives back the same Desired; any edit is expanded (and validated) afresh.
-_LAST_LOADED: list[tuple[str, str, Desired]] = []
-
-
 @without_gc
-def load_desired(target: Path) -> Desired:
+def load_desired(target: Path, memory: PassMemory | None = None) -> Desired:
+    """The spec, expanded. With a `memory` (a watch's), an unchanged text gives back the last expansion:
+    a watch re-reads the file every pass, and expanding 100k units again costs seconds. Expansion is
+    a pure function of the file's path and text; any edit is expanded (and validated) afresh."""
     path = spec_path(target)
     text = spec_text(path)
     if text is None:
         return expand(load_spec(target))  # load_spec says what is wrong, with the location
     key = os.path.abspath(path)
-    if _LAST_LOADED and _LAST_LOADED[0][:2] == (key, text):
-        return _LAST_LOADED[0][2]
+    if memory is not None and memory.loaded is not None and memory.loaded[:2] == (key, text):
+        return memory.loaded[2]
     desired = expand(load_spec(target, text))
-    _LAST_LOADED[:] = [(key, text, desired)]
+    if memory is not None:
+        memory.loaded = (key, text, desired)
     return desired
 
 
@@ -183,10 +182,17 @@ class _Kept:
     result: PassResult
 
 
-_KEPT: list[_Kept] = []
+@dataclass
+class PassMemory:
+    """What a command keeps from one pass to the next, owned by its caller (the watch) and passed in:
+    no module keeps state between calls. `loaded`: the last spec expanded, with its path and text;
+    `kept`: the watch's last pass that changed nothing, with what it read and asked."""
+
+    loaded: tuple[str, str, Desired] | None = None
+    kept: _Kept | None = None
 
 
-def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
+def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool, memory: PassMemory,
                options: ApplyOptions = ApplyOptions(),
                prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None) -> PassResult:
     """A pass of a watch: the last pass's result again when every input it read stats the same and
@@ -197,13 +203,12 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
     """
     started = time.monotonic()
     answered = None
-    kept = _KEPT[0] if _KEPT else None
-    _KEPT.clear()
+    kept, memory.kept = memory.kept, None
     if kept is not None and kept.desired is desired and kept.backend is backend and kept.policy == policy \
             and kept.act == act and inputs.unchanged(kept.paths, kept.stats):
         snapshot, note = ask(backend, kept.question)
-        if pass_memo.answer_digest(snapshot, note) == kept.answer:
-            _KEPT.append(kept)
+        if memo.answer_digest(snapshot, note) == kept.answer:
+            memory.kept = kept
             now = time.time()
             observation = replace(kept.result.observation,
                                   read_at={source: now for source in kept.result.observation.read_at})
@@ -214,10 +219,10 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
         result = run_pass(desired, backend, policy, act=act, options=options, prepare=prepare, answered=answered)
     if result.events or result.plan.has_changes or result.applied is not None:
         return result
-    now_ns = pass_memo.fs_clock_ns(desired.layout.state_dir)
-    if now_ns is not None and pass_memo.settled(record, now_ns):
-        _KEPT.append(_Kept(desired, backend, policy, act, list(record), list(record.values()), result.question,
-                           pass_memo.answer_digest(result.snapshot, result.plan.scheduler_note), result))
+    now_ns = memo.fs_clock_ns(desired.layout.state_dir)
+    if now_ns is not None and memo.settled(record, now_ns):
+        memory.kept = _Kept(desired, backend, policy, act, list(record), list(record.values()), result.question,
+                            memo.answer_digest(result.snapshot, result.plan.scheduler_note), result)
     return result
 
 
@@ -257,7 +262,7 @@ def watch(run_one: Callable[[], PassResult], interval: float, on_pass: Callable[
 
 def adaptive_pace(poll: PollPolicy, desired: Callable[[], Desired], on_interval: Callable[[float], None],
                   clock: Callable[[], float] = time.time) -> Callable[[PassResult], float]:
-    """The watch's wait after each pass (see reconciler.polling): the floor after a pass that changed
+    """The watch's wait after each pass (see reconciler.engine.polling): the floor after a pass that changed
     something, longer after quiet ones, never past what a running job is expected to do next.
     `on_interval` hears each new interval, so the log can say what is in use."""
     last_digest: tuple[object, ...] | None = None
@@ -296,7 +301,7 @@ def running_jobs(desired: Desired, result: PassResult, typical_eval: float | Non
     """What the running jobs of a pass let us expect: fine-tunes write epochs at the pace of the
     first ones; evals end after `typical_eval` seconds (how long finished ones ran); every job ends
     by its time limit."""
-    from reconciler.backends.timefmt import parse_time_limit
+    from reconciler.timefmt import parse_time_limit
     from reconciler.scaffold.resources import resources_for
 
     units = desired.by_key()

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from reconciler.backends.base import (
+from reconciler.jobs import (
     COMPLETED,
     DEPENDENCY_NEVER_SATISFIED,
     GONE,

@@ -11,10 +11,8 @@ from __future__ import annotations
 import atexit
 import functools
 import gc
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -41,22 +39,16 @@ def without_gc(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def one_shot_command() -> None:
+def one_shot_command(own_process: bool) -> None:
     """For commands that read, print and exit (plan, status): no collector at all.
 
     Everything they build lives until the process ends, so collections only rescan it; and
     freezing at exit spares the interpreter's final collection over millions of objects. At 100k
     units this took `reconcile plan` from 12.7 s to 7.2 s. Not for a watch, which runs for days,
-    and only in the `reconcile` process itself: a command invoked in-process (click's CliRunner,
-    in tests) must not switch the collector off for its caller.
+    and only when the process is the command's own (`own_process`, the CLI decides): a command
+    invoked in-process (click's CliRunner, in tests) must not switch the collector off for its caller.
     """
-    if not _is_reconcile_process():
+    if not own_process:
         return
     gc.disable()
     atexit.register(gc.freeze)
-
-
-def _is_reconcile_process() -> bool:
-    """Started as `reconcile ...` (the console script) or `python -m reconciler ...`."""
-    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
-    return argv0.name == "reconcile" or (argv0.name == "__main__.py" and argv0.parent.name == "reconciler")

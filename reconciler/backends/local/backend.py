@@ -31,7 +31,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.backends.base import (
+from reconciler.jobs import (
     BOOT_FAIL,
     CANCELLED,
     COMPLETED,
@@ -40,13 +40,12 @@ from reconciler.backends.base import (
     PENDING,
     RUNNING,
     TERMINAL_STATES,
-    Capabilities,
     Job,
     Snapshot,
-    SubmitRequest,
 )
-from reconciler.backends.local_procs import is_alive, kill_group, process_identity
-from reconciler.backends.local_store import (
+from reconciler.backends.base import Capabilities, SubmitRequest
+from reconciler.backends.local.procs import is_alive, kill_group, process_identity
+from reconciler.backends.local.store import (
     Record,
     _next_id,
     jobs_dir,
@@ -55,7 +54,7 @@ from reconciler.backends.local_store import (
     read_record,
     write_record,
 )
-from reconciler.backends.timefmt import parse_time_limit
+from reconciler.timefmt import parse_time_limit
 from reconciler.errors import BackendError, BackendUnavailable
 
 CAPABILITIES = Capabilities(name="local", min_poll_seconds=0.2, default_poll_seconds=2.0, finetune_stagger_seconds=0.0)
@@ -213,7 +212,7 @@ class LocalBackend:
         with open(log, "ab") as log_file:
             # A new session: Ctrl-C or a closing terminal of the reconciler never reaches the job.
             child = subprocess.Popen(
-                [sys.executable, "-m", "reconciler.backends.local_runner", str(self.state_dir), job_id],
+                [sys.executable, "-m", "reconciler.backends.local.runner", str(self.state_dir), job_id],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 from reconciler.journal import JournalView
 from reconciler.observe import inputs
-from reconciler.observe.observation import read_script_fingerprint
-from reconciler.plan import SUBMITTING, Plan, PlannedUnit
-from reconciler.scaffold.remedies import Remedy, baseline, failure_cause, next_remedy
+from reconciler.spec.fingerprint import read_script_fingerprint
+from reconciler.plan.planner import SUBMITTING, Plan, PlannedUnit
+from reconciler.scaffold.remedies import remedy_for
 from reconciler.spec.units import Desired, Unit
 
 
@@ -45,17 +45,3 @@ def script_note(unit: Unit) -> tuple[str, str]:
     if found != unit.fingerprint:
         return "drift", f"script rendered from an older spec ({found[:8]}): re-rendered before submission"
     return "", ""
-
-
-def remedy_for(desired: Desired, unit: Unit, p: PlannedUnit,
-               journaled: dict[str, object] | None) -> tuple[Remedy | None, bool]:
-    """The remedy a resubmission renders, and whether it is new (to journal) or kept from the last retry."""
-    if p.action != "resubmit" or p.state in ("done", "outdated"):
-        return None, False  # first submissions and replacements run the spec as it is now
-    previous = Remedy.from_dict(journaled)
-    if failure_cause(p.failure_class) is None:
-        return previous, False
-    remedy = next_remedy(p.failure_class, previous, start=baseline(desired.loaded, unit), kind=unit.kind)
-    if remedy is None:
-        return previous, False  # nothing left to shrink or extend: the retry budget decides
-    return remedy, True

@@ -22,21 +22,15 @@ import os
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from reconciler.backends import Question, ask
-from reconciler.backends.base import Backend, Snapshot
+from reconciler.jobs import Snapshot
 from reconciler.fsutil import sweep_stale_temps
 from reconciler.observe import inputs
-from reconciler.plan import Plan, PlannedUnit, Policy
-from reconciler.spec.location import spec_path, spec_text
-
-if TYPE_CHECKING:
-    from reconciler.spec.units import Desired
+from reconciler.observe.scheduler import Question
+from reconciler.plan.planner import Plan, PlannedUnit
 
 MEMO_NAME = "plan-memo"
 FORMAT = 4  # 2: stats hold the ctime; 3: presumed plans, the backend asked; 4: evals sharing a job
@@ -56,7 +50,7 @@ class Memo:
 @cache
 def code_signature() -> str:
     """The running reconciler's code: an edited module (an editable install) must not reuse a memo."""
-    root = Path(__file__).parent
+    root = Path(__file__).parent.parent  # the whole package, not engine/ alone
     digest = hashlib.sha256(sys.version.encode())
     for path in sorted(root.rglob("*.py")):
         st = path.stat()
@@ -156,50 +150,3 @@ def remember(state_dir: Path, key: str, record: dict[str, inputs.Stat], plan: Pl
         except OSError:
             pass
         return False
-
-
-def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[Desired], Policy],
-              backend_for: Callable[[Path], Backend] | None) -> tuple[Plan, Desired | None]:
-    """`reconcile plan`: the remembered plan while every input stats as it did, else a pass, remembered.
-
-    `options` are the command's own (they are part of the key); `backend_for` is None offline.
-    The Desired is None when the plan was recalled: the spec was not even parsed.
-    """
-    path = spec_path(target)
-    spec_file = os.path.abspath(path)
-    state_dir = Path(os.path.dirname(spec_file), ".reconciler")
-    text = spec_text(path)
-    # The backend recorded at the last apply is what `auto` asks: a new record is another question.
-    from reconciler.backends.choice import recorded_backend
-
-    key = None if text is None else memo_key(spec_file, text, (options, backend_for is None,
-                                                                recorded_backend(state_dir)))
-    answered = None
-    backend: Backend | None = None
-    memo = None if key is None else recall(state_dir, key)
-    if memo is not None:
-        if backend_for is None:
-            snapshot, note = ask(None, None)
-        elif memo.question is None:
-            snapshot, note = Snapshot(), ""  # the pass did not ask: no backend to start
-        else:
-            backend = backend_for(state_dir)
-            snapshot, note = ask(backend, memo.question)
-        if answer_digest(snapshot, note) == memo.answer:
-            return memo.plan, None
-        answered = (memo.question, snapshot, note)
-    from reconciler.loop import load_desired, run_pass  # the spec machinery: only to plan afresh
-
-    desired = load_desired(target)
-    policy = policy_for(desired)
-    if backend is None and backend_for is not None:
-        backend = backend_for(desired.layout.state_dir)
-    # Offline, the plan presumes an empty scheduler (what a pull request's CI wants to see).
-    presume = backend_for is None
-    if key is None or desired.layout.state_dir != state_dir or not state_dir.is_dir():
-        return run_pass(desired, backend, policy, act=False, answered=answered, presume_empty=presume).plan, desired
-    with inputs.recording() as record:
-        result = run_pass(desired, backend, policy, act=False, answered=answered, presume_empty=presume)
-    remember(state_dir, key, record, result.plan, result.question,
-             answer_digest(result.snapshot, result.plan.scheduler_note))
-    return result.plan, desired

@@ -1,6 +1,6 @@
 """The detached supervisor of one local job: wait for a slot, run the script, record the outcome.
 
-Started by `LocalBackend.submit` as `python -m reconciler.backends.local_runner STATE_DIR JOB_ID`
+Started by `LocalBackend.submit` as `python -m reconciler.backends.local.runner STATE_DIR JOB_ID`
 in a session of its own, so it outlives the reconciler.
 """
 
@@ -16,10 +16,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
-from reconciler.backends.base import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT
-from reconciler.backends.local import needs_pass, schedule, schedule_locked
-from reconciler.backends.local_procs import process_identity
-from reconciler.backends.local_store import Record, load_records, locked, read_record, write_record
+from reconciler.jobs import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT
+from reconciler.backends.local.backend import needs_pass, schedule, schedule_locked
+from reconciler.backends.local.procs import process_identity
+from reconciler.backends.local.store import Record, load_records, locked, read_record, write_record
 
 # How often a waiting job reads its own record to see whether it was granted a slot.
 POLL_PENDING_SECONDS = 0.2

@@ -1,0 +1,1 @@
+"""Acting on a plan: journal, render, submit, adopt, cancel, move replaced output aside."""

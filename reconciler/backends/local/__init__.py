@@ -1,0 +1,1 @@
+"""The local backend: jobs run as detached processes, with SLURM's states and dependencies."""

@@ -1,0 +1,1 @@
+"""The pass (observe, plan, apply) and the watch that repeats it; the plan memo."""

@@ -1,0 +1,1 @@
+"""What a pass leaves on disk for people: state.json, the workflow logs, the summary's model."""
