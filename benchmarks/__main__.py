@@ -197,12 +197,16 @@ def render_real(results: dict[str, Any]) -> list[str]:
             out.append(f"| {r['backend']} | {'grouped' if r['grouped'] else 'one job each'} | {r['jobs']} "
                        f"| {r['model_loads_per_checkpoint']:.2f} | {r['eval_stage_s']:.0f} s "
                        f"| {r['eval_job_seconds']:.0f} s | {r['makespan_s']:.0f} s "
-                       f"| {r['bound_s']:.0f} s ({r['critical_path_s']:.0f} s, {r['work_over_slots_s']:.0f} s) "
+                       f"| {r['bound_s']:.0f} s{' = best schedule' if r.get('bound_is_best_schedule') else ''} "
+                       f"({r['critical_path_s']:.0f} s, {r['work_over_slots_s']:.0f} s) "
                        f"| {r['ratio_makespan_to_bound']:.2f} | {rel['median']:.1f} s, {rel['max']:.1f} s "
                        f"| {st['median']:.1f} s, {st['max']:.1f} s | {r['interval']:g} s |")
-        out += ["", "Reaction: from the moment a non-final epoch's checkpoint was complete (the recipe state's "
-                "mtime) to its eval's release to the scheduler, and to the eval job's start (which also waits "
-                "for a free slot: the fine-tunes hold both)."]
+        out += ["", "Lower bound: the larger of the critical path (a fine-tune's time to each checkpoint plus its "
+                "eval job) and the jobs' work over the slots; where there are at most 9 jobs, the best schedule "
+                "of these very jobs on these slots (every order tried), which is tighter. Reaction: from the "
+                "moment a non-final epoch's checkpoint was complete (the recipe state's mtime) to its eval's "
+                "release to the scheduler (or its fine-tune's end, if that came first: `afterok` met), and to the eval job's start (which also waits for a free slot: the "
+                "fine-tunes hold both)."]
     pc = results.get("polling")
     if pc:
         out += ["", "### Scheduler calls of a watch, fixed vs adaptive polling (real SLURM cluster)", ""]
@@ -307,19 +311,20 @@ def real_targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             rows.append((f"model loads per checkpoint ({how})", f"{loads:.2f}", "1", loads == 1))
         ratio = r["ratio_makespan_to_bound"]
         rows.append((f"makespan / critical-path bound, real stack ({how})", f"{ratio:.2f}", "<= 1.10", ratio <= 1.10))
-        if r["backend"] == "local":
-            worst = r["reaction_release_s"]["max"]
-            rows.append((f"reaction: epoch complete -> eval released ({how})", f"max {worst:.1f} s",
-                         f"<= interval + 2 s = {r['interval'] + 2:g} s", worst <= r["interval"] + 2))
+        worst = r["reaction_release_s"]["max"]
+        rows.append((f"reaction: epoch complete -> eval eligible to run ({how})", f"max {worst:.1f} s",
+                     f"<= interval + 2 s = {r['interval'] + 2:g} s", worst <= r["interval"] + 2))
     pc = results.get("polling", {}).get("rows", [])
     if len(pc) == 2:
         fixed, adaptive = pc
         rows.append(("scheduler queries per hour, adaptive vs fixed polling",
                      f"{adaptive['queries_per_hour']:.0f} vs {fixed['queries_per_hour']:.0f}", "fewer",
                      adaptive["queries_per_hour"] < fixed["queries_per_hour"]))
-        rows.append(("convergence, adaptive vs fixed polling", f"{adaptive['converged_s']:.0f} s vs "
-                     f"{fixed['converged_s']:.0f} s", f"no slower (within one floor, {fixed['max_interval']:g} s)",
-                     adaptive["converged_s"] <= fixed["converged_s"] + fixed["max_interval"]))
+        # The jobs' own run times vary between the two runs; what polling adds is the wait after the last one.
+        rows.append(("convergence after the last job ended, adaptive vs fixed polling",
+                     f"{adaptive['tail_s']:.1f} s vs {fixed['tail_s']:.1f} s (whole watch {adaptive['converged_s']:.0f} s "
+                     f"vs {fixed['converged_s']:.0f} s)", f"no slower (within one floor, {fixed['max_interval']:g} s)",
+                     adaptive["tail_s"] <= fixed["tail_s"] + fixed["max_interval"]))
     return rows
 
 
