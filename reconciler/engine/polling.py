@@ -1,7 +1,8 @@
 """How long a watch waits before its next pass: it stretches while nothing can change, and shrinks near events.
 
-Pure: a pass's result in, seconds out. A shared SLURM controller pays for every poll, and a sweep
-waiting behind hour-long fine-tunes has nothing to learn from most of them; yet an epoch's eval
+Pure: times in, seconds out (engine/loop.adaptive_pace reads them from each pass). A shared
+SLURM controller pays for every poll, and a sweep waiting behind hour-long fine-tunes has nothing
+to learn from most of them; yet an epoch's eval
 should start soon after torchtune writes that epoch. So:
 
 - the interval starts at the floor (`--interval`, never below what the scheduler allows);
