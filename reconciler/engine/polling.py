@@ -2,8 +2,8 @@
 
 Pure: times in, seconds out (engine/loop.adaptive_pace reads them from each pass). A shared
 SLURM controller pays for every poll, and a sweep waiting behind hour-long fine-tunes has nothing
-to learn from most of them; yet an epoch's eval
-should start soon after torchtune writes that epoch. So:
+to learn from most of them; yet an epoch's eval should start soon after torchtune writes that
+epoch. So:
 
 - the interval starts at the floor (`--interval`, never below what the scheduler allows);
 - after a pass that changed nothing it grows by half, up to the cap (`--max-interval`, by default
