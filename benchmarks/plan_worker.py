@@ -31,6 +31,7 @@ from reconciler.engine import memo as pass_memo
 from reconciler.engine.gcpause import gc_paused, without_gc
 from reconciler.engine.loop import HEADER_CACHE, PassMemory, load_desired, watch_pass
 from reconciler.observe import evallogs
+from reconciler.observe.reader import Reader
 from reconciler.engine.planning import plan_pass
 from reconciler.plan.planner import Policy
 from reconciler.spec.load import load_spec
@@ -109,9 +110,9 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
     reads = [0]
     real_read = evallogs._read_with_retry
 
-    def counting_read(path: Path, mtime: float) -> evallogs.LogSummary:
+    def counting_read(path: Path, mtime: float, reader: Reader) -> evallogs.LogSummary:
         reads[0] += 1
-        return real_read(path, mtime)
+        return real_read(path, mtime, reader)
 
     evallogs._read_with_retry = counting_read  # type: ignore[assignment]
     stat_floor(paths)  # warm the dentry cache the same way for everybody

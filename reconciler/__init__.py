@@ -17,7 +17,8 @@ holds the table and checks it):
     scaffold/     renders a unit's scripts and configs from the spec; resources and remedies
     plan/         planner.py: pure, observation in, plan out (loads nothing that does I/O)
     observe/      what is on disk (checkpoints, eval logs, stdout) and what the scheduler says
-                  (scheduler.py: one batched question); inputs.py records every read for the memo
+                  (scheduler.py: one batched question); reader.py, the Reader a pass reads every file
+                  through, which records each path's stat for the memo
     backends/     one Protocol (base.py: submit, query, cancel, release; Capabilities), local/, slurm/
     spec/         the desired state: load and validate experiment_summary.yaml (or .md), expand it into
                   units, layout, the script fingerprint mark, diff of two specs, unit selection (pure)

@@ -8,11 +8,11 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from reconciler.jobs import TERMINAL_STATES
 from reconciler.errors import LockHeld, ReconcilerError
@@ -62,12 +62,13 @@ class Journal:
         self.state_dir = state_dir
         self.path = state_dir / JOURNAL_NAME
 
-    def read(self) -> JournalView:
+    def read(self, open_bytes: Callable[[Path], BinaryIO] | None = None) -> JournalView:
         """The journal folded into one view. Views are never changed once returned: a later read
-        that finds new lines returns a new view."""
+        that finds new lines returns a new view. A pass opens it with its Reader's `open`
+        (observe.reader), which records the file for the memo."""
         key = str(self.path)
         try:
-            with open(self.path, "rb") as fh:
+            with (open_bytes or _open_bytes)(self.path) as fh:
                 ident = _identity(os.fstat(fh.fileno()))
                 data = fh.read()
         except FileNotFoundError:
@@ -129,6 +130,10 @@ class _Folded:
 # A watch reads the journal up to three times a pass, and every pass: 27,000 lines at 10k units,
 # 50 ms each time. Appends are all that happen to it between reads; only they are parsed again.
 _FOLDED: dict[str, _Folded] = {}
+
+
+def _open_bytes(path: Path) -> BinaryIO:
+    return open(path, "rb")
 
 
 def _identity(st: os.stat_result) -> tuple[int, int]:

@@ -5,26 +5,28 @@ from __future__ import annotations
 from dataclasses import replace
 
 from reconciler.journal import JournalView
-from reconciler.observe import inputs
+from reconciler.observe.reader import Reader
 from reconciler.spec.fingerprint import read_script_fingerprint
 from reconciler.plan.planner import SUBMITTING, Plan, PlannedUnit
 from reconciler.scaffold.remedies import remedy_for
 from reconciler.spec.units import Desired, Unit
 
 
-def annotate(the_plan: Plan, desired: Desired, view: JournalView) -> Plan:
+def annotate(the_plan: Plan, desired: Desired, view: JournalView, reader: Reader | None = None) -> Plan:
     """Reasons of units about to be submitted gain the script's ownership and the retry's remedy.
 
-    Costs one header read per submitting unit whose script exists: nothing is rendered here.
+    Costs one header read per submitting unit whose script exists (through the pass's `reader`):
+    nothing is rendered here.
     """
-    units = desired.by_key()
-    notes = [_with_notes(p, units[p.key], desired, view) if p.action in SUBMITTING else p for p in the_plan.units]
+    units, read = desired.by_key(), reader or Reader()
+    notes = [_with_notes(p, units[p.key], desired, view, read) if p.action in SUBMITTING else p
+             for p in the_plan.units]
     return replace(the_plan, units=tuple(notes))
 
 
-def _with_notes(p: PlannedUnit, unit: Unit, desired: Desired, view: JournalView) -> PlannedUnit:
+def _with_notes(p: PlannedUnit, unit: Unit, desired: Desired, view: JournalView, reader: Reader) -> PlannedUnit:
     extra = []
-    owner, script = script_note(unit)
+    owner, script = script_note(unit, reader)
     if script:
         extra.append(script)
     remedy, _ = remedy_for(desired, unit, p, view.history(unit.key).last_remedy)
@@ -34,12 +36,11 @@ def _with_notes(p: PlannedUnit, unit: Unit, desired: Desired, view: JournalView)
     return replace(p, reason="; ".join([p.reason, *extra])) if extra else p
 
 
-def script_note(unit: Unit) -> tuple[str, str]:
+def script_note(unit: Unit, reader: Reader) -> tuple[str, str]:
     """("foreign" | "drift" | "", what to tell the user) for the unit's existing script."""
-    inputs.note_path(unit.script)
-    if not (unit.script.exists() or unit.script.is_symlink()):
+    if not reader.lexists(unit.script):
         return "", ""
-    found = read_script_fingerprint(unit.script)
+    found = read_script_fingerprint(unit.script, reader.open)
     if found is None:
         return "foreign", f"script {unit.script.name} was not rendered by the reconciler: used as it is"
     if found != unit.fingerprint:

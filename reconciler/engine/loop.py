@@ -16,7 +16,7 @@ from reconciler.backends.base import Backend
 from reconciler.jobs import COMPLETED, Snapshot
 from reconciler.engine.gcpause import without_gc
 from reconciler.journal import Journal, JournalView
-from reconciler.observe import inputs
+from reconciler.observe.reader import Reader, Stat, unchanged
 from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import (
     JobNames,
@@ -115,22 +115,23 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
              options: ApplyOptions = ApplyOptions(),
              prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None,
              answered: tuple[Question | None, Snapshot | None, str] | None = None,
-             presume_empty: bool = False) -> PassResult:
+             presume_empty: bool = False, reader: Reader | None = None) -> PassResult:
     """Observe, plan, and (when `act`) apply. `backend=None` plans offline: the scheduler's state is
     unknown, or with `presume_empty` (`reconcile plan --offline`) presumed to hold no job the journal
     does not know of.
 
     `answered`: a question this process already put to the scheduler, with the answer; reused if the
     pass asks the same (one query per pass, even when a remembered plan was checked first).
+    `reader`: how the pass reads every file it observes (a recording one when the pass is remembered).
     """
     started = time.monotonic()
     state_dir = desired.layout.state_dir
+    read = reader or Reader()
     journal = Journal(state_dir)
-    inputs.note_path(journal.path)
-    view = journal.read()
+    view = journal.read(read.open)
     cache = HeaderCache(state_dir / HEADER_CACHE if state_dir.is_dir() else None)
     names = JobNames(state_dir / JOB_NAMES if state_dir.is_dir() else None)
-    files = observe_files(desired, cache, names)
+    files = observe_files(desired, cache, names, read)
     wanted = files.job_ids_to_ask() if files.waiting and asks_job_names(backend) else ()
     if not wanted:
         files = settle(files, names)
@@ -146,14 +147,14 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
     if act and snapshot is not None:
         events = record_observed(journal, view, snapshot, desired)
         if events:
-            view = journal.read()
+            view = journal.read(read.open)
     observation = observe(desired, view, snapshot, cache, scheduler_note=note, files=files,
-                          presumed_empty=presume_empty and backend is None)
+                          presumed_empty=presume_empty and backend is None, reader=read)
     the_plan = plan(desired.units, observation, policy, experiment=desired.experiment)
     the_plan = replace(the_plan, warnings=desired.loaded.warnings + the_plan.warnings,
                        backend=getattr(getattr(backend, "capabilities", None), "name", None))
     if the_plan.has_changes:
-        the_plan = annotate(the_plan, desired, view)
+        the_plan = annotate(the_plan, desired, view, read)
     applied = None
     if act and backend is not None and the_plan.has_changes:
         applied = apply_plan(the_plan, desired, backend, journal, snapshot, options, prepare)
@@ -176,7 +177,7 @@ class _Kept:
     policy: Policy
     act: bool
     paths: list[str]
-    stats: list[inputs.Stat]
+    stats: list[Stat]
     question: Question | None
     answer: str
     result: PassResult
@@ -205,7 +206,7 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
     answered = None
     kept, memory.kept = memory.kept, None
     if kept is not None and kept.desired is desired and kept.backend is backend and kept.policy == policy \
-            and kept.act == act and inputs.unchanged(kept.paths, kept.stats):
+            and kept.act == act and unchanged(kept.paths, kept.stats):
         snapshot, note = ask(backend, kept.question)
         if memo.answer_digest(snapshot, note) == kept.answer:
             memory.kept = kept
@@ -215,8 +216,11 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
             return replace(kept.result, observation=observation, elapsed=time.monotonic() - started,
                            snapshot=snapshot, events=[])
         answered = (kept.question, snapshot, note)
-    with inputs.recording() as record:
-        result = run_pass(desired, backend, policy, act=act, options=options, prepare=prepare, answered=answered)
+    reader = Reader({})
+    result = run_pass(desired, backend, policy, act=act, options=options, prepare=prepare, answered=answered,
+                      reader=reader)
+    record = reader.record
+    assert record is not None
     if result.events or result.plan.has_changes or result.applied is not None:
         return result
     now_ns = memo.fs_clock_ns(desired.layout.state_dir)

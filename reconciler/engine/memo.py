@@ -1,7 +1,7 @@
 """The last plan, kept with the stat of every file its pass read; reused while each stats the same.
 
 A plan is a pure function of the spec text, the files observed and the scheduler's answer. A pass
-run under `inputs.recording()` notes every path it stats, lists or reads, before reading it. The
+given a recording Reader (observe.reader) records every path it stats, lists or reads, before reading it. The
 next `reconcile plan` stats those paths again: if each gives the same (mtime, ctime, size, inode), the
 spec text and options are the same, and the scheduler gives the same answer to the same question,
 the pass would plan the same, so the remembered plan is returned without expanding the spec,
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from reconciler.jobs import Snapshot
 from reconciler.fsutil import sweep_stale_temps
-from reconciler.observe import inputs
+from reconciler.observe.reader import Stat, unchanged
 from reconciler.observe.scheduler import Question
 from reconciler.plan.planner import Plan, PlannedUnit
 
@@ -84,7 +84,7 @@ def recall(state_dir: Path, key: str) -> Memo | None:
         doc = marshal.loads(raw[4:])
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key:
             return None
-        if not inputs.unchanged(doc["paths"], doc["stats"]):
+        if not unchanged(doc["paths"], doc["stats"]):
             return None
         kept = doc["plan"]
         plan = Plan(experiment=kept[0], scheduler_known=kept[1], scheduler_note=kept[2], warnings=tuple(kept[3]),
@@ -109,13 +109,13 @@ def fs_clock_ns(directory: Path) -> int | None:
         os.unlink(tmp)
 
 
-def settled(record: dict[str, inputs.Stat], now_ns: int) -> bool:
+def settled(record: dict[str, Stat], now_ns: int) -> bool:
     """No input changed within RACY_NS of `now_ns` (read from the file system's clock)."""
     newest = max((max(stat[0], stat[1]) for stat in record.values() if stat is not None), default=0)
     return newest < now_ns - RACY_NS
 
 
-def remember(state_dir: Path, key: str, record: dict[str, inputs.Stat], plan: Plan,
+def remember(state_dir: Path, key: str, record: dict[str, Stat], plan: Plan,
              question: Question | None, answer: str) -> bool:
     """Write the memo; False when it was not (an input too recent to trust, or the write failed)."""
     rows = [tuple(getattr(unit, name) for name in _UNIT_FIELDS) for unit in plan.units]

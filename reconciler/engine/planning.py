@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from reconciler.backends.base import Backend
 from reconciler.jobs import Snapshot
 from reconciler.engine.memo import answer_digest, memo_key, recall, remember
-from reconciler.observe import inputs
+from reconciler.observe.reader import Reader
 from reconciler.observe.scheduler import ask
 from reconciler.plan.planner import Plan, Policy
 from reconciler.spec.location import spec_path, spec_text
@@ -63,8 +63,9 @@ def plan_pass(target: Path, options: tuple[object, ...], policy_for: Callable[[D
     presume = backend_for is None
     if key is None or desired.layout.state_dir != state_dir or not state_dir.is_dir():
         return run_pass(desired, backend, policy, act=False, answered=answered, presume_empty=presume).plan, desired
-    with inputs.recording() as record:
-        result = run_pass(desired, backend, policy, act=False, answered=answered, presume_empty=presume)
-    remember(state_dir, key, record, result.plan, result.question,
+    reader = Reader({})  # records every file the pass reads: the memo's inputs
+    result = run_pass(desired, backend, policy, act=False, answered=answered, presume_empty=presume, reader=reader)
+    assert reader.record is not None
+    remember(state_dir, key, reader.record, result.plan, result.question,
              answer_digest(result.snapshot, result.plan.scheduler_note))
     return result.plan, desired

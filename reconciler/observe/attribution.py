@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.observe import inputs
+from reconciler.observe.reader import Reader
 from reconciler.observe.evallogs import LogSummary
 from reconciler.spec.units import Desired, eval_key
 
@@ -290,7 +290,8 @@ _BLANKS = re.compile(r"[\s\u2500-\u257f]+")  # whitespace and rich's box drawing
 class StdoutIndex:
     """`slurm-{id}.out` files near logs, and which log each names. Lists each directory once per pass."""
 
-    def __init__(self) -> None:
+    def __init__(self, reader: Reader | None = None) -> None:
+        self.read = reader or Reader()
         self._listed: dict[str, list[tuple[str, str]]] = {}  # dir -> [(job id, path)]
         self._texts: dict[str, str] = {}
 
@@ -299,9 +300,8 @@ class StdoutIndex:
         found = self._listed.get(key)
         if found is None:
             found = []
-            inputs.note_path(key)
             try:
-                entries = list(os.scandir(key))
+                entries = self.read.scandir(key)
             except OSError:
                 entries = []
             for entry in entries:
@@ -314,9 +314,8 @@ class StdoutIndex:
     def text(self, path: str) -> str:
         found = self._texts.get(path)
         if found is None:
-            inputs.note_path(path)
             try:
-                with open(path, "rb") as fh:
+                with self.read.open(path) as fh:
                     size = fh.seek(0, 2)
                     fh.seek(max(0, size - STDOUT_TAIL_BYTES))
                     found = _BLANKS.sub("", fh.read().decode("utf-8", errors="replace"))

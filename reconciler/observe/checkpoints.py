@@ -18,11 +18,12 @@ manifest lists every file in write order):
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from reconciler.observe.reader import Reader
 
 CheckpointState = Literal["complete", "partial", "absent"]
 
@@ -45,8 +46,8 @@ OWN_FILES = (*ADAPTER_CONFIGS, *ADAPTER_WEIGHTS, "adapter_model.pt", "adapter_we
              "model.safetensors.index.json", "model.safetensors")
 
 
-def epoch_evidence(epoch_dir: Path, final: bool) -> EpochEvidence:
-    """Whether one epoch directory holds a complete checkpoint.
+def epoch_evidence(epoch_dir: Path, final: bool, reader: Reader | None = None) -> EpochEvidence:
+    """Whether one epoch directory holds a complete checkpoint (every file stat'ed or read through `reader`).
 
     Every epoch: its weights parse (adapter or merged shards) and its adapter config parses. A
     non-final epoch is proven by what torchtune writes after it: the recipe state, newer than
@@ -54,59 +55,44 @@ def epoch_evidence(epoch_dir: Path, final: bool) -> EpochEvidence:
     the base model's config must have been copied, and whether the job also exited 0 is for the
     planner to combine.
     """
+    read = reader or Reader()
+    read.touch(epoch_dir)  # first: what its files' stats say depends on it (one that is not a directory)
     if not final:
         try:
-            st = os.stat(epoch_dir / LEGACY_RECIPE_STATE)
+            st = read.stat(epoch_dir / LEGACY_RECIPE_STATE)
             return EpochEvidence("complete", f"{LEGACY_RECIPE_STATE} written", st.st_mtime)
         except FileNotFoundError:
             pass
         except NotADirectoryError:
             return EpochEvidence("partial", f"{epoch_dir} is not a directory")
-    if not epoch_dir.is_dir():
-        if epoch_dir.exists():
+    if not read.is_dir(epoch_dir):
+        if read.exists(epoch_dir):
             return EpochEvidence("partial", f"{epoch_dir} is not a directory")
         return EpochEvidence("absent", "no checkpoint directory")
-    problem = _files_problem(epoch_dir)
+    problem = _files_problem(epoch_dir, read)
     if problem:
         return EpochEvidence("partial", problem)
-    written = _latest_mtime(epoch_dir, OWN_FILES, _shards(epoch_dir))
+    written = _latest_mtime(epoch_dir, OWN_FILES, _shards(epoch_dir, read), read)
     if final:
-        if not (epoch_dir / "config.json").exists():
+        if not read.exists(epoch_dir / "config.json"):
             return EpochEvidence("partial", "base-model files (config.json) not copied yet")
         return EpochEvidence("complete", "adapter and config files parse", written)
     try:
-        state_mtime: float | None = os.stat(epoch_dir.parent / RECIPE_STATE).st_mtime
+        state_mtime: float | None = read.stat(epoch_dir.parent / RECIPE_STATE).st_mtime
     except OSError:
         state_mtime = None
     if state_mtime is not None and written is not None and state_mtime >= written:
         return EpochEvidence("complete", f"{RECIPE_STATE} written after it", written)
-    if _next_epoch_saved(epoch_dir):
+    if _next_epoch_saved(epoch_dir, read):
         # A copy (cp -r) resets mtimes; torchtune saves epochs in order, so a later save proves this one.
         return EpochEvidence("complete", "the next epoch was saved after it", written)
     return EpochEvidence("partial", f"{RECIPE_STATE} not written after its files yet")
 
 
-def epoch_inputs(epoch_dir: Path, final: bool) -> list[str]:
-    """The paths `epoch_evidence` depends on, directory first: while each stats the same, so does it."""
-    base = str(epoch_dir)
-    paths = [base]
-    if not final:
-        paths.append(os.path.join(base, LEGACY_RECIPE_STATE))
-    paths += [os.path.join(base, name) for name in (*OWN_FILES, "adapter_weights", "config.json")]
-    paths += [os.path.join(base, shard) for shard in _shards(epoch_dir)]
-    if not final:
-        paths.append(str(epoch_dir.parent / RECIPE_STATE))
-        following = _next_epoch_dir(epoch_dir)
-        if following is not None:
-            paths += [str(following), *(str(following / name) for name in ADAPTER_CONFIGS)]
-    return paths
-
-
-def _shards(epoch_dir: Path) -> list[str]:
+def _shards(epoch_dir: Path, read: Reader) -> list[str]:
     """The merged weight files the epoch's index lists (none: an adapter-only save, or no index yet)."""
     try:
-        with open(epoch_dir / "model.safetensors.index.json", "rb") as fh:
-            weight_map = json.loads(fh.read())["weight_map"]
+        weight_map = json.loads(read.read_bytes(epoch_dir / "model.safetensors.index.json"))["weight_map"]
         return sorted(set(str(shard) for shard in weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
@@ -119,43 +105,43 @@ def _next_epoch_dir(epoch_dir: Path) -> Path | None:
     return epoch_dir.parent / f"epoch_{int(number) + 1}"
 
 
-def _next_epoch_saved(epoch_dir: Path) -> bool:
+def _next_epoch_saved(epoch_dir: Path, read: Reader) -> bool:
     following = _next_epoch_dir(epoch_dir)
-    return following is not None and any((following / name).exists() for name in ADAPTER_CONFIGS)
+    return following is not None and any(read.exists(following / name) for name in ADAPTER_CONFIGS)
 
 
-def _latest_mtime(epoch_dir: Path, names: tuple[str, ...], shards: list[str]) -> float | None:
+def _latest_mtime(epoch_dir: Path, names: tuple[str, ...], shards: list[str], read: Reader) -> float | None:
     mtimes = []
     for name in (*names, *shards):
         try:
-            mtimes.append(os.stat(epoch_dir / name).st_mtime)
+            mtimes.append(read.stat(epoch_dir / name).st_mtime)
         except OSError:
             continue
     return max(mtimes, default=None)
 
 
-def _files_problem(epoch_dir: Path) -> str | None:
+def _files_problem(epoch_dir: Path, read: Reader) -> str | None:
     merged_index = epoch_dir / "model.safetensors.index.json"
-    if merged_index.exists():
-        problem = _merged_problem(epoch_dir, merged_index)
+    if read.exists(merged_index):
+        problem = _merged_problem(epoch_dir, merged_index, read)
         if problem:
             return problem
-    elif (epoch_dir / "model.safetensors").exists():
-        if (epoch_dir / "model.safetensors").stat().st_size == 0:
+    elif read.exists(epoch_dir / "model.safetensors"):
+        if read.stat(epoch_dir / "model.safetensors").st_size == 0:
             return "model.safetensors is empty"
     else:
         for name in ADAPTER_WEIGHTS:
-            if (epoch_dir / name).exists():
-                problem = _safetensors_problem(epoch_dir / name)
+            if read.exists(epoch_dir / name):
+                problem = _safetensors_problem(epoch_dir / name, read)
                 if problem:
                     return problem
                 break
         else:
             return "no adapter_model.safetensors or merged weights yet"
     for name in ADAPTER_CONFIGS:
-        if (epoch_dir / name).exists():
+        if read.exists(epoch_dir / name):
             try:
-                json.loads((epoch_dir / name).read_text())
+                json.loads(read.read_text(epoch_dir / name))
             except (OSError, ValueError):
                 return f"{name} does not parse (still being written?)"
             break
@@ -164,22 +150,22 @@ def _files_problem(epoch_dir: Path) -> str | None:
     return None
 
 
-def _merged_problem(epoch_dir: Path, index: Path) -> str | None:
+def _merged_problem(epoch_dir: Path, index: Path, read: Reader) -> str | None:
     try:
-        shards = set(json.loads(index.read_text())["weight_map"].values())
+        shards = set(json.loads(read.read_text(index))["weight_map"].values())
     except (OSError, ValueError, KeyError, AttributeError):
         return "model.safetensors.index.json does not parse"
     for shard in sorted(shards):
         path = epoch_dir / shard
-        if not path.exists() or path.stat().st_size == 0:
+        if not read.exists(path) or read.stat(path).st_size == 0:
             return f"shard {shard} missing or empty"
     return None
 
 
-def _safetensors_problem(path: Path) -> str | None:
+def _safetensors_problem(path: Path, read: Reader) -> str | None:
     """The header says how long the data is: a shorter file is still being written."""
     try:
-        with open(path, "rb") as fh:
+        with read.open(path) as fh:
             raw = fh.read(8)
             if len(raw) < 8:
                 return f"{path.name} is truncated"
@@ -188,7 +174,7 @@ def _safetensors_problem(path: Path) -> str | None:
                 return f"{path.name} has a corrupt header"
             header = json.loads(fh.read(length))
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if path.stat().st_size < 8 + length + end:
+        if read.stat(path).st_size < 8 + length + end:
             return f"{path.name} is shorter than its header says (still being written?)"
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return f"{path.name} does not parse"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from reconciler.observe import inputs
+from reconciler.observe.reader import Reader
 
 if sys.version_info < (3, 14):
     import zipfile_zstd  # noqa: F401  (patches zipfile for zstd members; inspect-ai depends on it)
@@ -125,13 +125,13 @@ def _headline(results: dict[str, Any]) -> tuple[str | None, float | None]:
     return None, None
 
 
-def read_header(path: Path) -> dict[str, Any]:
+def read_header(path: Path, reader: Reader | None = None) -> dict[str, Any]:
     """The header of a `.eval` zip; a running log has only `_journal/start.json`.
 
     Read with the standard zipfile rather than inspect's reader: it opens the file once, so a
     writer replacing the file mid-read cannot make it fail half-way (inspect-ai.md, point 5).
     """
-    with zipfile.ZipFile(path) as z:
+    with (reader or Reader()).open(path) as fh, zipfile.ZipFile(fh) as z:
         names = set(z.namelist())
         if "header.json" in names:
             return json.loads(z.read("header.json"))
@@ -151,7 +151,10 @@ _CACHED_FIELDS = [f.name for f in fields(LogSummary) if f.name != "path"]
 
 
 class HeaderCache:
-    """Headers keyed by path, valid while size and mtime are unchanged: a re-plan stats, not reads."""
+    """Headers keyed by path, valid while size and mtime are unchanged: a re-plan stats, not reads.
+
+    The cache's own file is read directly, not through a pass's Reader: every entry is checked
+    against its log's stat, which the Reader records, so what the file holds cannot change a plan."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -174,7 +177,7 @@ class HeaderCache:
             except (OSError, ValueError):
                 self.entries = {}
 
-    def summary(self, path: Path | str, st: os.stat_result) -> LogSummary:
+    def summary(self, path: Path | str, st: os.stat_result, reader: Reader) -> LogSummary:
         # Keyed by the path string: a warm pass never builds a Path (parsing one costs more than the stat).
         key = str(path)
         hit = self.entries.get(key)
@@ -189,7 +192,7 @@ class HeaderCache:
             if cached is not None:
                 self.built[key] = (hit, cached)
                 return cached
-        summary = _read_with_retry(Path(key), st.st_mtime)
+        summary = _read_with_retry(Path(key), st.st_mtime, reader)
         self.reads += 1
         # Unreadable now may be readable in a moment (being written): do not cache it.
         if summary.state != "unreadable":
@@ -221,11 +224,11 @@ def _entries_of(document: Any) -> dict[str, list[Any]]:
             if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], list)}
 
 
-def _read_with_retry(path: Path, mtime: float) -> LogSummary:
+def _read_with_retry(path: Path, mtime: float, reader: Reader) -> LogSummary:
     last = ""
     for attempt in range(READ_TRIES):
         try:
-            return classify(read_header(path), str(path), mtime)
+            return classify(read_header(path, reader), str(path), mtime)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, TypeError, AttributeError) as exc:
             last = f"{type(exc).__name__}: {exc}"
             if attempt < READ_TRIES - 1:
@@ -233,27 +236,23 @@ def _read_with_retry(path: Path, mtime: float) -> LogSummary:
     return LogSummary(path=str(path), state="unreadable", status="unreadable", error=last[:300], mtime=mtime)
 
 
-def scan_dir(log_dir: Path | str, cache: HeaderCache) -> list[LogSummary]:
+def scan_dir(log_dir: Path | str, cache: HeaderCache, reader: Reader | None = None) -> list[LogSummary]:
     """Every `.eval` log in a directory (inspect's `.inspect_tmp_*` files are skipped)."""
     out = []
-    recording = inputs.active()
-    if recording:
-        inputs.note_path(log_dir)  # before listing: a log added or removed later changes its mtime
+    read = reader or Reader()
     try:
-        entries = list(os.scandir(log_dir))
+        entries = read.scandir(log_dir)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    summary = cache.summary
+    summary, entry_stat = cache.summary, read.entry_stat
     for entry in entries:
         name = entry.name
         if name.endswith(".eval") and not name.startswith("."):
             try:
-                st = entry.stat()
+                st = entry_stat(entry)
             except FileNotFoundError:
                 continue
-            if recording:
-                inputs.note(entry.path, st)
-            out.append(summary(entry.path, st))
+            out.append(summary(entry.path, st, read))
     return out
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from reconciler.jobs import GONE, UNKNOWN, Job, Snapshot, job_order
 from reconciler.journal import JournalView
-from reconciler.observe import inputs
-from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence, epoch_inputs
+from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence
 from reconciler.observe.attribution import OURS, JOB_NAME, Matrix, StdoutIndex, Unattributed, Where, attribute
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
+from reconciler.observe.reader import Reader
 from reconciler.spec.fingerprint import read_script_fingerprint
 from reconciler.spec.units import Desired, Unit, tag_for, tag_prefix, units_of_tag
 
@@ -76,25 +76,23 @@ class Files:
         return tuple(sorted(self.waiting, key=lambda j: (len(j), j)))
 
 
-def observe_files(desired: Desired, cache: HeaderCache, job_names: JobNames | None = None) -> Files:
-    """The file side only: checkpoint epochs of fine-tunes, eval logs of evals (attributed: attribution.py)."""
+def observe_files(desired: Desired, cache: HeaderCache, job_names: JobNames | None = None,
+                  reader: Reader | None = None) -> Files:
+    """The file side only: checkpoint epochs of fine-tunes, eval logs of evals (attributed: attribution.py).
+    Every file is stat'ed, listed or read through `reader` (a pass's: it records them for the memo)."""
+    read = reader or Reader()
     out: FileEvidence = {}
     layout = desired.layout
-    recording = inputs.active()
     for unit in desired.units:
         if unit.kind == "finetune":
             last = len(unit.epochs) - 1
-            if recording:
-                for i, n in enumerate(unit.epochs):
-                    for path in epoch_inputs(layout.epoch_dir(unit.run, n), final=(i == last)):
-                        inputs.note_path(path)
             evidence = tuple(
-                epoch_evidence(layout.epoch_dir(unit.run, n), final=(i == last))
+                epoch_evidence(layout.epoch_dir(unit.run, n), final=(i == last), reader=read)
                 for i, n in enumerate(unit.epochs)
             )
             out[unit.key] = (evidence, [])
     files = Files(units=out)
-    scan_logs(desired, cache, files, job_names or JobNames(None))
+    scan_logs(desired, cache, files, job_names or JobNames(None), reader=read)
     missing = set()
     given = {r.name for r in desired.loaded.spec.runs if r.type == "eval-only"}
     for unit in desired.units:
@@ -102,8 +100,7 @@ def observe_files(desired: Desired, cache: HeaderCache, job_names: JobNames | No
             out.setdefault(unit.key, ((), []))
             # An eval-only run's checkpoint_path that no unit of the experiment writes must be there already.
             if unit.run in given and not unit.depends_on and unit.model_path is not None:
-                inputs.note_path(unit.model_path)
-                if not os.path.exists(unit.model_path):
+                if not read.exists(unit.model_path):
                     missing.add(unit.key)
     files.missing_models = frozenset(missing)
     return files
@@ -117,12 +114,13 @@ def unit_logs(desired: Desired, unit: Unit) -> list[LogSummary]:
 
 
 def scan_logs(desired: Desired, cache: HeaderCache, files: Files, names: JobNames,
-              runs: set[str] | None = None) -> None:
+              runs: set[str] | None = None, reader: Reader | None = None) -> None:
     """Every eval log in each cell's logs/ directory and in each evaluated run's shared eval/logs/ (v0.2, or
     cruijff_kit before v0.3.2), attributed to its unit (or reported)."""
     layout = desired.layout
     matrix = files.matrix = Matrix(desired)
-    stdouts = StdoutIndex()
+    read = reader or Reader()
+    stdouts = StdoutIndex(read)
     claimed: dict[str, list[LogSummary]] = {}
     dirs: dict[str, Where] = {}
     shared = layout.dialect == "v0.2"
@@ -137,7 +135,7 @@ def scan_logs(desired: Desired, cache: HeaderCache, files: Files, names: JobName
             dirs[str(layout.eval_dir(run) / "logs")] = Where(run)
     keys = matrix.keys
     for log_dir, where in dirs.items():
-        for log in scan_dir(log_dir, cache):
+        for log in scan_dir(log_dir, cache, read):
             if log.unit is not None and log.unit in keys:
                 claimed.setdefault(log.unit, []).append(log)  # the reconciler's own: the usual case
                 continue
@@ -254,12 +252,15 @@ def observe(
     read_scripts: bool = True,
     files: Files | None = None,
     presumed_empty: bool = False,
+    reader: Reader | None = None,
 ) -> Observation:
     """`snapshot` is None when the scheduler was not asked or could not answer; `presumed_empty`
-    (only without a snapshot) plans as if it had answered that it holds nothing new."""
+    (only without a snapshot) plans as if it had answered that it holds nothing new. Scripts and
+    stdout are read through `reader` (a pass's, as its `files` were)."""
     now = time.time()
+    read = reader or Reader()
     if files is None:
-        files = settle(observe_files(desired, cache), JobNames(None))
+        files = settle(observe_files(desired, cache, reader=read), JobNames(None))
     notes: dict[str, tuple[str, ...]] = {}
     for orphan in files.unattributed:
         for key in orphan.candidates:
@@ -303,11 +304,10 @@ def observe(
         produced = _produced_fingerprint(unit, log, ordered, fps)
         script_fp = None
         if read_scripts and produced is None and _done_on_disk(epochs, log):
-            inputs.note_path(unit.script)
-            script_fp = read_script_fingerprint(unit.script)
+            script_fp = read_script_fingerprint(unit.script, read.open)
             produced = script_fp
         oom = unit.kind == "finetune" and bool(ordered) and ordered[-1].state == "FAILED" \
-            and stdout_shows_oom(unit.stdout, ordered[-1].job_id)
+            and stdout_shows_oom(unit.stdout, ordered[-1].job_id, read)
         units[key] = UnitEvidence(
             jobs=ordered, attempts=attempts, open_intent=history is not None and history.open_intent, epochs=epochs,
             log=log, logs_seen=len(logs), produced_fingerprint=produced, script_fingerprint=script_fp,
@@ -382,11 +382,10 @@ def shows_oom(text: str) -> bool:
     return any(marker in text for marker in OOM_MARKERS)
 
 
-def stdout_shows_oom(pattern: Path, job_id: str) -> bool:
+def stdout_shows_oom(pattern: Path, job_id: str, reader: Reader | None = None) -> bool:
     path = Path(str(pattern).replace("%j", job_id))
-    inputs.note_path(path)
     try:
-        with open(path, "rb") as fh:
+        with (reader or Reader()).open(path) as fh:
             size = fh.seek(0, 2)
             fh.seek(max(0, size - STDOUT_TAIL_BYTES))
             tail = fh.read()

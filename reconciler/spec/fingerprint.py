@@ -5,17 +5,24 @@ side imports the other for it."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 FINGERPRINT_MARK = "# reconciler-fingerprint:"
 
 
-def read_script_fingerprint(script: Path) -> str | None:
+def _open_bytes(path: Path) -> BinaryIO:
+    return open(path, "rb")
+
+
+def read_script_fingerprint(script: Path, open_bytes: Callable[[Path], BinaryIO] = _open_bytes) -> str | None:
     """The fingerprint a rendered script carries in its header (None: not ours, or absent).
 
-    A pass that reads it notes the path for the plan memo (observe.inputs) first."""
+    A pass opens it with its Reader's `open` (observe.reader), which records the file for the memo."""
     try:
-        with open(script, encoding="utf-8", errors="replace") as fh:
+        with open_bytes(script) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as fh:
             for _, line in zip(range(8), fh):
                 if line.startswith(FINGERPRINT_MARK):
                     return line[len(FINGERPRINT_MARK):].strip() or None

@@ -212,7 +212,6 @@ KNOWN_MODULE_STATE = {
     "reconciler.engine.memo.code_signature": "the package's code hash, once per process",
     "reconciler.journal._FOLDED": "the folded journal, re-read only past its last length",
     "reconciler.observe.evallogs._LOADED": "the parsed header cache file",
-    "reconciler.observe.inputs._ACTIVE": "the record of the pass in progress (for the memo)",
     "reconciler.scaffold.model_dir.read_model_dir": "a model directory's config, once per process",
 }
 

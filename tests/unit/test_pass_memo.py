@@ -22,7 +22,8 @@ from reconciler.cli import main
 from reconciler.journal import Journal
 from reconciler.engine.loop import PassMemory, load_desired, run_pass, watch_pass
 from reconciler.engine.planning import plan_pass
-from reconciler.observe.checkpoints import epoch_evidence, epoch_inputs
+from reconciler.observe.checkpoints import epoch_evidence
+from reconciler.observe.reader import Reader
 from reconciler.plan.planner import Plan, Policy
 from reconciler.spec.units import Desired, tag_for
 from tests.unit.converged_fixture import build_converged
@@ -297,8 +298,9 @@ def test_epoch_inputs_hold_every_file_the_final_epoch_check_opens(tmp_path: Path
             opened.append(args[0])
 
     sys.addaudithook(hook)  # hooks cannot be removed: this one only records paths under tmp_path
-    assert epoch_evidence(d, final=True).state == "complete"
-    assert opened and set(opened) <= set(epoch_inputs(d, final=True))
+    reader = Reader({})
+    assert epoch_evidence(d, final=True, reader=reader).state == "complete"
+    assert reader.record is not None and opened and set(opened) <= set(reader.record)
 
 
 def test_memo_file_is_written_atomically_beside_the_journal(exp: Path) -> None:

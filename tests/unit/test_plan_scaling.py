@@ -97,7 +97,7 @@ def test_plan_work_grows_linearly_from_1k_to_10k_units(workdir: Path, monkeypatc
 
     reads: list[Path] = []
     real_read = evallogs._read_with_retry
-    monkeypatch.setattr(evallogs, "_read_with_retry", lambda path, mtime: reads.append(path) or real_read(path, mtime))
+    monkeypatch.setattr(evallogs, "_read_with_retry", lambda path, mtime, reader: reads.append(path) or real_read(path, mtime, reader))
     per_small, per_big = steps_per_unit(small), steps_per_unit(big)
     assert reads == [], "a warm pass read .eval headers again instead of using the cache"
     # Linear: the same calls per unit (fixed costs spread thinner at 10k); quadratic: 10x as many.
