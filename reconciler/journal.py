@@ -58,9 +58,12 @@ class JournalView:
 class Journal:
     """Append-only JSON lines in `.reconciler/journal.jsonl`; every append is fsynced."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, folded: dict[str, Folded] | None = None):
+        """`folded`: how far earlier reads folded the file, shared by whoever reads it again (a watch
+        keeps it from pass to pass, engine.loop.PassMemory); None: this object's reads alone share it."""
         self.state_dir = state_dir
         self.path = state_dir / JOURNAL_NAME
+        self.folded: dict[str, Folded] = {} if folded is None else folded
 
     def read(self, open_bytes: Callable[[Path], BinaryIO] | None = None) -> JournalView:
         """The journal folded into one view. Views are never changed once returned: a later read
@@ -72,10 +75,10 @@ class Journal:
                 ident = _identity(os.fstat(fh.fileno()))
                 data = fh.read()
         except FileNotFoundError:
-            _FOLDED.pop(key, None)
+            self.folded.pop(key, None)
             return JournalView()
         whole = data.rfind(b"\n") + 1  # past the last whole line; the rest may be a write in progress
-        known = _FOLDED.get(key)
+        known = self.folded.get(key)
         if known is not None and known.ident == ident and whole >= known.length \
                 and hashlib.sha1(memoryview(data)[:known.length]).digest() == known.digest:
             view, start, fresh = known.view, known.length, False  # only appended to since: fold the new lines
@@ -84,9 +87,9 @@ class Journal:
         if whole > start:
             view = _folded(view, data[start:whole], fresh=fresh)
             digest = hashlib.sha1(memoryview(data)[:whole]).digest()
-            _FOLDED[key] = _Folded(ident=ident, length=whole, digest=digest, view=view)
+            self.folded[key] = Folded(ident=ident, length=whole, digest=digest, view=view)
         elif fresh:
-            _FOLDED[key] = _Folded(ident=ident, length=0, digest=hashlib.sha1(b"").digest(), view=view)
+            self.folded[key] = Folded(ident=ident, length=0, digest=hashlib.sha1(b"").digest(), view=view)
         if whole < len(data):
             view = _folded(view, data[whole:], fresh=False)  # a last line without its newline counts too
         return view
@@ -118,7 +121,7 @@ class Journal:
 
 
 @dataclass(frozen=True)
-class _Folded:
+class Folded:
     """How far this process has folded one journal file, and into what."""
 
     ident: tuple[int, int]  # st_dev, st_ino: a journal deleted and started again is read afresh
@@ -128,8 +131,8 @@ class _Folded:
 
 
 # A watch reads the journal up to three times a pass, and every pass: 27,000 lines at 10k units,
-# 50 ms each time. Appends are all that happen to it between reads; only they are parsed again.
-_FOLDED: dict[str, _Folded] = {}
+# 50 ms each time. Appends are all that happen to it between reads; only they are parsed again
+# (Journal.folded, kept by the watch).
 
 
 def _open_bytes(path: Path) -> BinaryIO:

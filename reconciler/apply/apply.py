@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from reconciler.scaffold.group import GroupJob
 
 
+# Renders a unit's files before its submission (prepare.prepare_unit); it reads and appends to the
+# pass's journal, whose folded reads it shares.
+Prepare = Callable[[Desired, Unit, PlannedUnit, Journal], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something apply did (or failed to do), for logs and progress lines."""
@@ -82,7 +87,7 @@ TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTAL
 
 def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal, snapshot: Snapshot | None,
                options: ApplyOptions = ApplyOptions(),
-               prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None) -> ApplyResult:
+               prepare: Prepare | None = None) -> ApplyResult:
     """Cancel, release, then submit fine-tunes before the evals that wait on them (afterok)."""
     result = ApplyResult()
     units = desired.by_key()
@@ -251,14 +256,14 @@ class _HeldByFilesystem(Exception):
 
 
 def _prepare(desired: Desired, unit: Unit, p: PlannedUnit, journal: Journal, result: ApplyResult,
-             prepare: Callable[[Desired, Unit, PlannedUnit], None] | None) -> None:
+             prepare: Prepare | None) -> None:
     try:
         if p.state in ("done", "outdated"):
             for old, new in move_aside(desired, unit):
                 journal.append("moved_aside", unit=p.key, src=str(old), dst=str(new))
                 result.events.append(Event(p.key, "moved_aside", f"{old} -> {new}"))
         if prepare is not None:
-            prepare(desired, unit, p)
+            prepare(desired, unit, p, journal)
     except (OSError, ReconcilerError) as exc:
         detail = f"cannot prepare: {exc}"
         if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:

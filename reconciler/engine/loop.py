@@ -10,14 +10,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reconciler.engine import memo
-from reconciler.apply.apply import ApplyOptions, ApplyResult, Event, apply_plan, record_observed
+from reconciler.apply.apply import ApplyOptions, ApplyResult, Event, Prepare, apply_plan, record_observed
 from reconciler.observe.scheduler import Question, ask
 from reconciler.backends.base import Backend
 from reconciler.jobs import COMPLETED, Snapshot
 from reconciler.engine.gcpause import without_gc
-from reconciler.journal import Journal, JournalView
+from reconciler.journal import Folded, Journal, JournalView
 from reconciler.observe.reader import Reader, Stat, unchanged
-from reconciler.observe.evallogs import HeaderCache
+from reconciler.observe.evallogs import HeaderCache, LoadedCaches
 from reconciler.observe.observation import (
     JobNames,
     Observation,
@@ -26,12 +26,12 @@ from reconciler.observe.observation import (
     observe_files,
     settle,
 )
-from reconciler.plan.planner import IN_FLIGHT, Plan, PlannedUnit, Policy, plan
+from reconciler.plan.planner import IN_FLIGHT, Plan, Policy, plan
 from reconciler.engine.annotate import annotate
 from reconciler.engine.polling import PollPolicy, RunningJob, next_event, next_interval
 from reconciler.spec.load import load_spec
 from reconciler.spec.location import spec_path, spec_text
-from reconciler.spec.units import Desired, Unit, expand, tag_prefix
+from reconciler.spec.units import Desired, expand, tag_prefix
 
 HEADER_CACHE = "eval-headers.json"
 JOB_NAMES = "job-names.json"
@@ -113,9 +113,10 @@ def asks_job_names(backend: Backend | None) -> bool:
 @without_gc
 def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool,
              options: ApplyOptions = ApplyOptions(),
-             prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None,
+             prepare: Prepare | None = None,
              answered: tuple[Question | None, Snapshot | None, str] | None = None,
-             presume_empty: bool = False, reader: Reader | None = None) -> PassResult:
+             presume_empty: bool = False, reader: Reader | None = None,
+             memory: PassMemory | None = None) -> PassResult:
     """Observe, plan, and (when `act`) apply. `backend=None` plans offline: the scheduler's state is
     unknown, or with `presume_empty` (`reconcile plan --offline`) presumed to hold no job the journal
     does not know of.
@@ -123,13 +124,15 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
     `answered`: a question this process already put to the scheduler, with the answer; reused if the
     pass asks the same (one query per pass, even when a remembered plan was checked first).
     `reader`: how the pass reads every file it observes (a recording one when the pass is remembered).
+    `memory`: a watch's, whose folded journal and parsed header cache the pass reuses (None: read afresh).
     """
     started = time.monotonic()
     state_dir = desired.layout.state_dir
     read = reader or Reader()
-    journal = Journal(state_dir)
+    journal = Journal(state_dir, None if memory is None else memory.folded)
     view = journal.read(read.open)
-    cache = HeaderCache(state_dir / HEADER_CACHE if state_dir.is_dir() else None)
+    cache = HeaderCache(state_dir / HEADER_CACHE if state_dir.is_dir() else None,
+                        None if memory is None else memory.headers)
     names = JobNames(state_dir / JOB_NAMES if state_dir.is_dir() else None)
     files = observe_files(desired, cache, names, read)
     wanted = files.job_ids_to_ask() if files.waiting and asks_job_names(backend) else ()
@@ -187,15 +190,19 @@ class _Kept:
 class PassMemory:
     """What a command keeps from one pass to the next, owned by its caller (the watch) and passed in:
     no module keeps state between calls. `loaded`: the last spec expanded, with its path and text;
-    `kept`: the watch's last pass that changed nothing, with what it read and asked."""
+    `kept`: the watch's last pass that changed nothing, with what it read and asked; `folded`: how far
+    the journal was folded (only appends since are parsed again); `headers`: the header cache file as
+    last parsed or written (parsed again only when another writer changed it)."""
 
     loaded: tuple[str, str, Desired] | None = None
     kept: _Kept | None = None
+    folded: dict[str, Folded] = field(default_factory=dict)
+    headers: LoadedCaches = field(default_factory=dict)
 
 
 def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: bool, memory: PassMemory,
                options: ApplyOptions = ApplyOptions(),
-               prepare: Callable[[Desired, Unit, PlannedUnit], None] | None = None) -> PassResult:
+               prepare: Prepare | None = None) -> PassResult:
     """A pass of a watch: the last pass's result again when every input it read stats the same and
     the scheduler answers the same question the same (as `reconcile plan`'s memo, kept in memory).
 
@@ -218,7 +225,7 @@ def watch_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act
         answered = (kept.question, snapshot, note)
     reader = Reader({})
     result = run_pass(desired, backend, policy, act=act, options=options, prepare=prepare, answered=answered,
-                      reader=reader)
+                      reader=reader, memory=memory)
     record = reader.record
     assert record is not None
     if result.events or result.plan.has_changes or result.applied is not None:

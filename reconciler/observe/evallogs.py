@@ -139,9 +139,10 @@ def read_header(path: Path, reader: Reader | None = None) -> dict[str, Any]:
         return {"status": "started", "eval": start.get("eval") or {}, "results": None, "error": None}
 
 
-# Cache files as this process last read or wrote them (mtime_ns, size, entries, built): a watch parses
-# its cache once, not every pass (55 MB of JSON at 100k units). Another writer changes mtime and size.
-_LOADED: dict[str, tuple[int, int, dict[str, list[Any]], dict[str, tuple[list[Any], LogSummary]]]] = {}
+# Cache files as a watch last read or wrote them, by path (mtime_ns, size, entries, built): kept by the
+# watch from pass to pass (engine.loop.PassMemory) and handed to each pass's HeaderCache, so a watch
+# parses its cache once, not every pass (55 MB of JSON at 100k units). Another writer changes mtime and size.
+LoadedCaches = dict[str, tuple[int, int, dict[str, list[Any]], dict[str, tuple[list[Any], LogSummary]]]]
 
 # The cache file: {"format": 2, "fields": [...], "logs": {path: [size, mtime_ns, [field values]]}}.
 # Values by position, the path only as the key: half the size of named fields, half the time to
@@ -156,8 +157,10 @@ class HeaderCache:
     The cache's own file is read directly, not through a pass's Reader: every entry is checked
     against its log's stat, which the Reader records, so what the file holds cannot change a plan."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, loaded: LoadedCaches | None = None):
+        """`loaded`: the cache files as the caller (a watch) last saw them; None: parse the file afresh."""
         self.path = path
+        self.loaded: LoadedCaches = {} if loaded is None else loaded
         self.entries: dict[str, list[Any]] = {}
         # The LogSummary made from each entry, with the entry it was made from: building one costs
         # more than the stat that validates it, and a watch's passes hit the same entries every time.
@@ -167,13 +170,13 @@ class HeaderCache:
         if path is not None:
             try:
                 st = os.stat(path)
-                known = _LOADED.get(str(path))
+                known = self.loaded.get(str(path))
                 if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
                     # a watch's next pass: the file is as this process left it
                     self.entries, self.built = known[2], known[3]
                 else:
                     self.entries = _entries_of(json.loads(path.read_text()))
-                    _LOADED[str(path)] = (st.st_mtime_ns, st.st_size, self.entries, self.built)
+                    self.loaded[str(path)] = (st.st_mtime_ns, st.st_size, self.entries, self.built)
             except (OSError, ValueError):
                 self.entries = {}
 
@@ -211,7 +214,7 @@ class HeaderCache:
             st = os.stat(self.path)
         except OSError:
             return  # a full disk or a read-only dir: only a cache, the next pass reads the headers again
-        _LOADED[str(self.path)] = (st.st_mtime_ns, st.st_size, self.entries, self.built)
+        self.loaded[str(self.path)] = (st.st_mtime_ns, st.st_size, self.entries, self.built)
         self.dirty = False
 
 

@@ -210,8 +210,6 @@ KNOWN_MODULE_STATE = {
     "reconciler.apply.crashpoints._hits": "counts crash points reached, for the crash-point tests",
     "reconciler.backends.slurm.commands.CALLS": "counts scheduler calls, read by tests and benchmarks",
     "reconciler.engine.memo.code_signature": "the package's code hash, once per process",
-    "reconciler.journal._FOLDED": "the folded journal, re-read only past its last length",
-    "reconciler.observe.evallogs._LOADED": "the parsed header cache file",
     "reconciler.scaffold.model_dir.read_model_dir": "a model directory's config, once per process",
 }
 

@@ -201,7 +201,7 @@ def test_a_watch_that_cannot_write_ends_unless_something_is_in_flight() -> None:
         sim = SimScheduler(desired, Script())
         full = {"eval/ctl/t/base"}
 
-        def prepare(_desired: Desired, unit: object, _planned: object) -> None:
+        def prepare(_desired: Desired, unit: object, _planned: object, _journal: object) -> None:
             if getattr(unit, "key") in full:
                 raise OSError(errno.ENOSPC, "No space left on device")
 

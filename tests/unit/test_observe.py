@@ -12,7 +12,6 @@ import pytest
 from reconciler.errors import LockHeld
 from reconciler.journal import Journal, experiment_lock
 from reconciler.observe.checkpoints import epoch_evidence
-from reconciler.observe import evallogs
 from reconciler.observe.evallogs import HeaderCache, best_log, scan_dir
 
 
@@ -138,7 +137,6 @@ def test_header_cache_file_read_by_a_new_process_gives_the_same_summaries(tmp_pa
     cache = HeaderCache(cache_file)
     first = sorted(scan_dir(logs, cache), key=lambda s: s.path)
     cache.save()
-    evallogs._LOADED.clear()  # as a new process: the file is parsed
     again = HeaderCache(cache_file)
     assert sorted(scan_dir(logs, again), key=lambda s: s.path) == first
     assert again.reads == 0
@@ -153,14 +151,12 @@ def test_header_cache_of_another_format_or_damaged_is_read_again(tmp_path: Path)
     # The first format: named fields under each path.
     cache_file.write_text(json.dumps({str(logs / "a.eval"): {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                                              "summary": {"state": "error"}}}))
-    evallogs._LOADED.clear()
     old = HeaderCache(cache_file)
     assert [s.state for s in scan_dir(logs, old)] == ["complete"] and old.reads == 1
     old.save()
     document = json.loads(cache_file.read_text())
     document["logs"][str(logs / "a.eval")][2] = ["complete"] * 40  # damaged by hand
     cache_file.write_text(json.dumps(document))
-    evallogs._LOADED.clear()
     damaged = HeaderCache(cache_file)
     assert [s.state for s in scan_dir(logs, damaged)] == ["complete"] and damaged.reads == 1
 
