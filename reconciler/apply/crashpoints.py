@@ -27,6 +27,10 @@ from collections.abc import Callable
 ENV = "RECONCILER_CRASH_AT"
 POINTS = ("intent-journaled", "submit-returned", "job-id-journaled", "state-write", "log-write")
 
+# How often this process reached each point. Process-wide by nature, and so kept at module level:
+# `NAME@N` means the N-th time in this process (the process is what the crash kills, and what
+# RECONCILER_CRASH_AT, read from its environment, is set for); the hook sits in writers deep below
+# any object a pass could hand it, and it does nothing unless the variable is set.
 _hits: Counter[str] = Counter()
 
 

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import zlib
 from dataclasses import dataclass, fields
-from functools import cache
 from pathlib import Path
 
 from reconciler.jobs import Snapshot
@@ -47,9 +46,10 @@ class Memo:
     answer: str  # digest of what it answered
 
 
-@cache
 def code_signature() -> str:
-    """The running reconciler's code: an edited module (an editable install) must not reuse a memo."""
+    """The running reconciler's code: an edited module (an editable install) must not reuse a memo.
+
+    Not cached: it costs 2 ms (a stat per module), and a `reconcile plan` asks for it once."""
     root = Path(__file__).parent.parent  # the whole package, not engine/ alone
     digest = hashlib.sha256(sys.version.encode())
     for path in sorted(root.rglob("*.py")):

@@ -99,9 +99,10 @@ def prompt_wrapping(prompt: str) -> tuple[str, str]:
 
 def finetune_yaml(v: TrainValues, output_dir: Path, dataset_component: str | None = None, *,
                   res: Resources | None = None, component: str | None = None, model_type: str | None = None,
-                  ) -> tuple[dict[str, Any], list[str]]:
-    """A torchtune LoRA config for the run, in cruijff_kit's shape, with absolute paths (no interpolation)."""
-    model, warning = torchtune_model(v.model, read_model_dir(v.model_path), component, model_type,
+                  model_dirs: dict[Path, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """A torchtune LoRA config for the run, in cruijff_kit's shape, with absolute paths (no interpolation).
+    `model_dirs`: the loaded spec's model directories as read before (LoadedSpec.model_dirs)."""
+    model, warning = torchtune_model(v.model, read_model_dir(v.model_path, model_dirs), component, model_type,
                                      f"models.base[{v.model}]")
     warnings = [warning] if warning else []
     if v.dataset_type == "text_completion" and dataset_component is None:

@@ -1,13 +1,12 @@
 """What a Hugging Face model directory says about its model: architecture, dimensions, files.
 
-Read once per directory (`config.json`, the safetensors index) and kept for the process: the
-fine-tune config's generic torchtune builder, the checkpoint files and the resources of a
-model whose name carries no size all come from here.
+Read once per directory (`config.json`, the safetensors index) and kept on the loaded spec
+(`LoadedSpec.model_dirs`): the fine-tune config's generic torchtune builder, the checkpoint files
+and the resources of a model whose name carries no size all come from here.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +44,19 @@ class ModelDir:
         return embeddings + layers * per_layer + width
 
 
-@functools.cache
-def read_model_dir(path: Path) -> ModelDir:
-    """Read a model directory's config.json and weight index (cached: directories do not change in a pass)."""
+def read_model_dir(path: Path, known: dict[Path, Any] | None = None) -> ModelDir:
+    """Read a model directory's config.json and weight index. `known`: what was read before, by path
+    (a loaded spec's `model_dirs`: directories do not change while a spec is in use); None: read now."""
+    if known is not None:
+        hit = known.get(path)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        known[path] = model = _read_model_dir(path)
+        return model
+    return _read_model_dir(path)
+
+
+def _read_model_dir(path: Path) -> ModelDir:
     config: dict[str, Any] | None = None
     problem: str | None = None
     try:

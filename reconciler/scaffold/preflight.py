@@ -65,7 +65,7 @@ def preflight(loaded: LoadedSpec, check_environment: bool = True, user_environme
         if not path.is_dir():
             _missing(add, key, path, "model directory")
             continue
-        model = read_model_dir(path)
+        model = read_model_dir(path, loaded.model_dirs)
         if model.config is None:
             add("error", key, f"{path}: {model.problem}: transformers and torchtune read the model from config.json")
             continue

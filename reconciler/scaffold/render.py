@@ -97,7 +97,7 @@ def _render_finetune(desired: Desired, unit: Unit, res: Resources, user: UserCon
         config_path = layout.finetune_config(unit.run)
         base = next(m for m in spec.models.base if m.name == values.model)
         config, more = finetune_yaml(values, output_dir, component, res=res, component=base.component,
-                                     model_type=base.model_type)
+                                     model_type=base.model_type, model_dirs=desired.loaded.model_dirs)
         warnings += more
         configs.append(RenderedFile(config_path, dump_yaml(config, config_header(unit, owner)), CONFIG_MODE))
         if res.gpus > 1:

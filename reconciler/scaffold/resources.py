@@ -150,7 +150,7 @@ def resources_for(loaded: LoadedSpec, unit: Unit, user: UserConfig = NO_USER_CON
     size, warning = model_size(run.model)
     if warning is not None:
         base = next(m for m in spec.models.base if m.name == run.model)
-        parameters = read_model_dir(loaded.resolve(base.path)).parameters
+        parameters = read_model_dir(loaded.resolve(base.path), loaded.model_dirs).parameters
         if parameters is not None:
             size, warning = size_by_parameters(parameters), None
     compute = run.compute if unit.kind == "finetune" else spec.evaluation.compute

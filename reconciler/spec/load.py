@@ -28,6 +28,9 @@ class LoadedSpec:
     experiment_dir: Path
     warnings: tuple[str, ...] = ()
     located: Located | None = field(default=None, repr=False, compare=False)
+    # What scaffold.model_dir read of each model directory (a ModelDir, by path), read once per loaded
+    # spec: the resources of every unit of a model named without its size come from it.
+    model_dirs: dict[Path, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def root(self) -> Path:

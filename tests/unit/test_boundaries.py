@@ -205,12 +205,10 @@ def test_the_package_root_is_short():
 # Module-level state that outlives a call. Each is debt the issue names, to be moved onto the memo
 # object a watch owns and passes in (as engine.loop.PassMemory holds the expanded spec and the kept
 # pass); a new one fails the test below, and so does removing one without crossing it off here.
-# Only mutation inside the defining module is seen (slurm.commands.CALL_HOOKS, filled by tests, is not).
+# Only mutation inside the defining module is seen.
 KNOWN_MODULE_STATE = {
-    "reconciler.apply.crashpoints._hits": "counts crash points reached, for the crash-point tests",
-    "reconciler.backends.slurm.commands.CALLS": "counts scheduler calls, read by tests and benchmarks",
-    "reconciler.engine.memo.code_signature": "the package's code hash, once per process",
-    "reconciler.scaffold.model_dir.read_model_dir": "a model directory's config, once per process",
+    # Kept: `NAME@N` counts the times this process reached a point (see the module's comment).
+    "reconciler.apply.crashpoints._hits": "counts crash points reached in this process, for the crash-point tests",
 }
 
 MUTABLE_CALLS = {"dict", "list", "set", "Counter", "defaultdict", "OrderedDict", "deque"}

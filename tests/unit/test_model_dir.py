@@ -45,7 +45,6 @@ def model_dir(tmp: Path, config: dict | None, name: str = "model", shards: int =
         (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {f"w{i}": n for i, n in enumerate(names)}}))
     else:
         (d / "model.safetensors").write_bytes(b"\0" * 8)
-    read_model_dir.cache_clear()
     return d
 
 

@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.scaffold.model_dir import read_model_dir
 from tests.unit.test_model_dir import TINY, model_dir
 
 SPEC = """\
@@ -99,7 +98,6 @@ CASES = ["no-config", "no-tokenizer", "no-tiktoken", "architecture", "misspelt-m
 def test_each_problem_is_one_located_line_exit_2_and_nothing_is_written(tmp_path: Path, how: str,
                                                                         command: list[str]) -> None:
     exp, field, message = breaks(tmp_path, how)
-    read_model_dir.cache_clear()
     before = sorted(p.name for p in exp.iterdir())
     code, err = run([*command, str(exp)], fake_inspect(tmp_path, ALL))
     assert code == 2, err

@@ -12,7 +12,7 @@ import pytest
 from reconciler.jobs import COMPLETED, FAILED, RUNNING
 from reconciler.backends.base import SubmitRequest
 from reconciler.backends.slurm.backend import SlurmBackend, slurm_available
-from reconciler.backends.slurm.commands import CALLS, RetryPolicy
+from reconciler.backends.slurm.commands import RetryPolicy
 from reconciler.errors import BackendError, BackendUnavailable, SubmitDeferred
 
 from tests.fake_slurm import FAST_RETRY, calls, fake, squeue_line
@@ -256,9 +256,9 @@ def test_missing_command_is_a_backend_error(fake_bin: Path, monkeypatch: pytest.
 
 def test_calls_are_counted(backend: SlurmBackend, fake_bin: Path) -> None:
     fake(fake_bin, "squeue", "true")
-    before = CALLS["squeue"]
+    before = backend.calls["squeue"]
     backend.query("exp/", [])
-    assert CALLS["squeue"] == before + 1
+    assert backend.calls["squeue"] == before + 1
 
 
 # -- QoS caps on queued jobs: a deferral, not an error --------------------------------------

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 
@@ -66,6 +67,9 @@ class SlurmBackend:
         # What the last query asked and how long it took, for `status` and debugging.
         self.last_query_sources: tuple[str, ...] = ()
         self.last_query_seconds: float | None = None
+        # Every command this backend ran, by program name, one count per attempt (retries included):
+        # read by tests and benchmarks.
+        self.calls: Counter[str] = Counter()
 
     # -- submit -------------------------------------------------------------------------
 
@@ -91,7 +95,7 @@ class SlurmBackend:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _sbatch_once(self, argv: Sequence[str], tag: str) -> str:
-        done = run_once(argv, timeout=self.policy.timeout)
+        done = run_once(argv, timeout=self.policy.timeout, calls=self.calls)
         try:
             return parse_sbatch_id(done.stdout)
         except ParseError as exc:
@@ -105,7 +109,7 @@ class SlurmBackend:
         """A job with this tag submitted since `since`, live or ended (the controller keeps ended
         jobs for MinJobAge, 300 s by default, and `squeue --states=all` lists them)."""
         argv = ["squeue", "--me", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
-        jobs = parse_squeue(run(argv, self.policy, unknown_is_transient=True).stdout)
+        jobs = parse_squeue(run(argv, self.policy, unknown_is_transient=True, calls=self.calls).stdout)
         mine = [job for job in jobs if job.tag == tag and (job.live or (job.submitted_at or 0) >= since)]
         return max(mine, key=lambda job: job_order(job.job_id)).job_id if mine else None
 
@@ -151,7 +155,7 @@ class SlurmBackend:
         # Default states only (pending, running, completing, ...): finished jobs come from
         # sacct with their exit codes. Unknown failures are transient: squeue only reads.
         argv = ["squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}"]
-        return parse_squeue(run(argv, self.policy, unknown_is_transient=True).stdout)
+        return parse_squeue(run(argv, self.policy, unknown_is_transient=True, calls=self.calls).stdout)
 
     def _sacct(self, job_ids: Sequence[str]) -> dict[str, Job] | None:
         """Accounting's answer for these ids, or None when accounting cannot answer.
@@ -174,7 +178,7 @@ class SlurmBackend:
                 f"--jobs={','.join(chunk)}",
             ]
             try:
-                done = run_once(argv, timeout=self.policy.timeout)
+                done = run_once(argv, timeout=self.policy.timeout, calls=self.calls)
             except CommandFailed as exc:
                 log.warning("sacct cannot answer, asking the controller instead: %s", exc)
                 return None
@@ -191,7 +195,7 @@ class SlurmBackend:
         if len(job_ids) == 1:
             argv.append(job_ids[0])
         try:
-            done = run(argv, self.policy, unknown_is_transient=True)
+            done = run(argv, self.policy, unknown_is_transient=True, calls=self.calls)
         except BackendError as exc:
             if "invalid job id" in exc.stderr.lower():
                 return {}  # the controller has forgotten it: not an error, just unknown here
@@ -206,11 +210,11 @@ class SlurmBackend:
             return
         _check_ids(ids)
         # scancel exits 0 for jobs already ended or unknown: cancelling is idempotent.
-        run(["scancel", *ids], self.policy)
+        run(["scancel", *ids], self.policy, calls=self.calls)
 
     def release(self, job_id: str) -> None:
         _check_ids([job_id])
-        run(["scontrol", "update", f"JobId={job_id}", "Dependency="], self.policy)
+        run(["scontrol", "update", f"JobId={job_id}", "Dependency="], self.policy, calls=self.calls)
 
 
 def sbatch_argv(request: SubmitRequest) -> list[str]:

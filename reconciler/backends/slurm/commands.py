@@ -6,17 +6,12 @@ import os
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from reconciler.errors import BackendError, BackendUnavailable, SubmitDeferred
-
-# Every command run, by program name, one count per attempt (retries included). Tests read
-# and reset it; `CALL_HOOKS` get each argv before it runs (for logs or fault injection).
-CALLS: Counter[str] = Counter()
-CALL_HOOKS: list[Callable[[Sequence[str]], None]] = []
 
 # stderr fragments that mean "the scheduler could not be asked right now". Matched
 # case-insensitively, after PERMANENT (so `slurm_load_jobs error: Invalid job id` is permanent).
@@ -159,11 +154,12 @@ def command_env() -> dict[str, str]:
     return env
 
 
-def run_once(argv: Sequence[str], *, timeout: float, unknown_is_transient: bool = False) -> Completed:
-    """Run one command (no shell). Raises CommandFailed, or BackendError when it is not installed."""
-    CALLS[os.path.basename(argv[0])] += 1
-    for hook in CALL_HOOKS:
-        hook(argv)
+def run_once(argv: Sequence[str], *, timeout: float, unknown_is_transient: bool = False,
+             calls: Counter[str] | None = None) -> Completed:
+    """Run one command (no shell). Raises CommandFailed, or BackendError when it is not installed.
+    `calls` (a backend's) counts every command run, by program name, one per attempt."""
+    if calls is not None:
+        calls[os.path.basename(argv[0])] += 1
     try:
         proc = subprocess.run(
             list(argv),
@@ -201,12 +197,14 @@ def _is_transient_failure(exc: BaseException) -> bool:
     return isinstance(exc, CommandFailed) and exc.transient
 
 
-def run(argv: Sequence[str], policy: RetryPolicy, *, unknown_is_transient: bool = False) -> Completed:
+def run(argv: Sequence[str], policy: RetryPolicy, *, unknown_is_transient: bool = False,
+        calls: Counter[str] | None = None) -> Completed:
     """Run a command, retrying transient failures; then BackendUnavailable (transient) or BackendError."""
     try:
         for attempt in retrying(policy):
             with attempt:
-                return run_once(argv, timeout=policy.timeout, unknown_is_transient=unknown_is_transient)
+                return run_once(argv, timeout=policy.timeout, unknown_is_transient=unknown_is_transient,
+                                calls=calls)
     except CommandFailed as exc:
         raise exc.as_backend_error() from exc
     raise AssertionError("unreachable: tenacity either returns or raises")
