@@ -50,7 +50,7 @@ def read_model_dir(path: Path, known: dict[Path, Any] | None = None) -> ModelDir
     if known is not None:
         hit = known.get(path)
         if hit is not None:
-            return hit  # type: ignore[no-any-return]
+            return hit
         known[path] = model = _read_model_dir(path)
         return model
     return _read_model_dir(path)

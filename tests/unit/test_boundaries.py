@@ -202,9 +202,11 @@ def test_the_package_root_is_short():
     assert len(root) <= MAX_ROOT_MODULES, root
 
 
-# Module-level state that outlives a call. Each is debt the issue names, to be moved onto the memo
-# object a watch owns and passes in (as engine.loop.PassMemory holds the expanded spec and the kept
-# pass); a new one fails the test below, and so does removing one without crossing it off here.
+# Module-level state that outlives a call. What must outlive a pass lives on the object a watch owns
+# and passes in (engine.loop.PassMemory: the expanded spec, the kept pass, the folded journal, the
+# parsed header cache), or on the object it belongs to (a backend's call counts, a loaded spec's
+# model directories); what is listed here is process-wide by nature, argued where it is defined.
+# A new one fails the test below, and so does removing one without crossing it off here.
 # Only mutation inside the defining module is seen.
 KNOWN_MODULE_STATE = {
     # Kept: `NAME@N` counts the times this process reached a point (see the module's comment).

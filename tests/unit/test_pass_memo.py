@@ -303,6 +303,34 @@ def test_epoch_inputs_hold_every_file_the_final_epoch_check_opens(tmp_path: Path
     assert reader.record is not None and opened and set(opened) <= set(reader.record)
 
 
+def test_a_pass_opens_and_lists_only_what_its_reader_records(exp: Path) -> None:
+    """By construction: every file a pass opens and every directory it lists is in its Reader's record,
+    but for the two caches the pass keeps for itself (a header cache entry holds only while its log stats
+    as recorded; a job's name, the scheduler's answer, never changes)."""
+    a_log(exp).unlink()  # an eval to submit: the plan's notes read its script too
+    seen: list[str] = []
+    listening = [False]
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if listening[0] and event in ("open", "os.scandir", "os.listdir") and args \
+                and isinstance(args[0], (str, os.PathLike)) and os.fspath(args[0]).startswith(str(exp)):
+            seen.append(os.fspath(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: this one listens only while `listening`
+    desired = load_desired(exp)
+    reader = Reader({})
+    listening[0] = True
+    try:
+        result = run_pass(desired, None, policy_of(desired), act=False, presume_empty=True, reader=reader)
+    finally:
+        listening[0] = False
+    assert result.plan.has_changes and reader.record is not None
+    state = exp / ".reconciler"
+    # The caches' own files, read and then written (a temporary file, its stale siblings swept first).
+    own = {p for p in seen if p == str(state) or any(name in p for name in (loop.HEADER_CACHE, loop.JOB_NAMES))}
+    assert seen and set(seen) - own <= set(reader.record)
+
+
 def test_memo_file_is_written_atomically_beside_the_journal(exp: Path) -> None:
     state = exp / ".reconciler"
     killed = state / ".plan-memo.k1ll3dXy.tmp"  # a writer killed before its rename, long ago
