@@ -5,10 +5,11 @@ holds the table and checks it):
 
     cli.py        options -> front door -> renderer -> exit code (click); the only place that reads argv
     app.py        the front door's policy: which backend an experiment runs on; a spec from `git:REV:path`
-    report/       what people read about a pass: plan, status, diff, progress and summary renderers;
-                  summary.py still builds and writes summary.md (to move to records/)
-    records/      what a pass leaves on disk for people: state.json and the workflow logs (writers and
-                  readers), the summary's model
+    report/       what people read about a pass: plan, status, diff, progress and summary renderers (pure:
+                  values in, text out, no file written)
+    records/      what a pass leaves on disk for people: state.json, the workflow logs, and summary.md with
+                  its plot (summary.py builds the Summary model from the pass's plan, observation and journal
+                  view, never planning again; summary_sources.py reads stdout files and eval samples)
     engine/       the pass and the watch: loop.py (run_pass, watch_pass, watch), planning.py (`reconcile
                   plan` from the memo), memo.py (the remembered plan), annotate.py (script ownership and
                   remedies in a plan's reasons), polling.py, gcpause.py, backend_record.py

@@ -340,7 +340,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
     """Write summary.md: run status, training loss, accuracy per run and epoch, best run, next steps."""
     from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import summary_render
-    from reconciler.report.summary import build_summary, write_summary
+    from reconciler.records.summary import build_summary, write_summary
 
     desired = load_desired(exp)
     chosen, _ = _scheduler(desired, backend, offline, exp)
@@ -348,13 +348,13 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
     # The suggested commands name the scheduler the jobs run on (unknown offline, unless named).
     named = chosen.capabilities.name if chosen is not None else (None if backend == "auto" else backend)
     if fmt == "markdown":
-        summary, path = write_summary(desired, result.observation, plot=not no_plot, backend=named)
+        summary, path = write_summary(desired, result, plot=not no_plot, backend=named)
         click.echo(f"wrote {path} ({summary.units_done}/{summary.units_total} units done"
                    f"{'' if summary.complete else '; partial results'})")
         if summary.plot_note:
             click.echo(f"note: {summary.plot_note}", err=True)
         return
-    summary = build_summary(desired, result.observation, backend=named)
+    summary = build_summary(desired, result, backend=named)
     (summary_render.write_json if fmt == "json" else summary_render.write_csv)(summary, sys.stdout)
 
 
@@ -506,7 +506,7 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
             sys.exit(130)
         progress.close()
         if watch_ and result.converged:
-            _summarize_quietly(desired, result, caps.name, _policy(desired, max_attempts, replace))
+            _summarize_quietly(desired, result, caps.name)
     if watch_:
         if result.stalled:
             click.echo(f"error: the watch cannot go on: {result.stalled}. Free some space (or fix the file system) "
@@ -524,13 +524,13 @@ def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, m
         sys.exit(1)
 
 
-def _summarize_quietly(desired: Desired, result: PassResult, backend: str, policy: Policy) -> None:
+def _summarize_quietly(desired: Desired, result: PassResult, backend: str) -> None:
     """A converged watch leaves summary.md; a problem writing it is a warning, not a failed watch."""
-    from reconciler.report.summary import write_summary
+    from reconciler.records.summary import write_summary
 
     try:
-        # The watch's budget (--max-attempts), not the spec's: the summary says what this watch did.
-        _, path = write_summary(desired, result.observation, backend=backend, policy=policy)
+        # The watch's last pass, as planned (its --max-attempts, --stage, --target): what this watch did.
+        _, path = write_summary(desired, result, backend=backend)
     except ReconcilerError as exc:
         click.echo(f"warning: {exc}", err=True)
         return

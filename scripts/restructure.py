@@ -52,6 +52,10 @@ MODULE_MOVES: dict[str, str] = {
     "reconciler.report.state_file": "reconciler.records.state_file",
     "reconciler.report.workflow_logs": "reconciler.records.workflow_logs",
     "reconciler.report.summary_model": "reconciler.records.summary_model",
+    # summary.md is written from the pass's result; report/ keeps the pure renderers.
+    "reconciler.report.summary": "reconciler.records.summary",
+    "reconciler.report.summary_sources": "reconciler.records.summary_sources",
+    "reconciler.report.summary_plot": "reconciler.records.summary_plot",
 }
 
 # Names that left their module on their own: (module, as named after MODULE_MOVES) -> new module.
