@@ -3,8 +3,13 @@
 Where things are (a layer imports only its own layer and those below it; tests/unit/test_boundaries.py
 holds the table and checks it):
 
-    cli.py        options -> front door -> renderer -> exit code (click); the only place that reads argv
-    app.py        the front door's policy: which backend an experiment runs on; a spec from `git:REV:path`
+    cli.py        options -> front door -> renderer -> exit code (click), one error-to-exit map; the only
+                  place that reads argv
+    app/          the front door, a module per command: apply.py (apply, watch, cancel: the lock, the
+                  backend record, one pass or the watch), read.py (validate, plan, status, summarize,
+                  scaffold), source.py (diff, a spec from `git:REV:path`); the policy from options
+                  (options.py: Policy, preflight, polling, the submit cap from the backend's
+                  Capabilities) and which backend an experiment runs on (backend.py)
     report/       what people read about a pass: plan, status, diff, progress and summary renderers;
                   summary.py still builds and writes summary.md (to move to records/)
     records/      what a pass leaves on disk for people: state.json and the workflow logs (writers and

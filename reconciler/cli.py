@@ -13,12 +13,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from reconciler.engine.planning import plan_pass
+from reconciler.app.apply import ApplyRequest, Applied, apply_passes, cancel_jobs
+from reconciler.app.read import load_checked, plan_only, scaffold_units, status_pass, summarize_pass
 from reconciler.backends import BACKEND_NAMES
-from reconciler.app import (
-    ApplyRequest, Applied, apply_passes, cancel_jobs, check_preflight, choose_backend, policy_for, scheduler_for,
-)
-from reconciler.backends.base import Backend
 from reconciler.errors import (
     Interrupted, PreflightFailed, ReconcilerError, SpecError, UsageError, every_problem, os_error_line,
 )
@@ -31,8 +28,8 @@ if TYPE_CHECKING:
     from reconciler.report.progress import Progress
     from reconciler.spec.units import Desired
 
-# The spec machinery (pydantic, PyYAML, the expansion: 120 ms of imports) is imported by each
-# command that needs it, not here: `reconcile plan` recalling a remembered plan needs none of it.
+# The pass machinery (the spec's expansion, observe, apply) is imported by the front door's functions
+# that need it, not here: `reconcile plan` recalling a remembered plan needs none of it.
 
 EXP = click.argument("exp", type=click.Path(path_type=Path), default=Path("."), required=False)
 
@@ -127,11 +124,6 @@ def _warning(text: str) -> None:
     click.echo(f"warning: {text}", err=True)
 
 
-def _warn(desired: Desired) -> None:
-    for warning in desired.loaded.warnings:
-        _warning(warning)
-
-
 def _list_errors(errors: list[str], max_errors: int | None) -> None:
     """One located line per error, the first `max_errors` of them (all by default), and how many were left out."""
     shown = errors if max_errors is None else errors[:max_errors]
@@ -176,12 +168,8 @@ def validate(exp: Path, max_errors: int | None) -> None:
     A path not visible on this machine (meant for a cluster) is a warning. Prints what the
     experiment expands to.
     """
-    from reconciler.engine.loop import load_desired
-
     try:
-        desired = load_desired(exp)
-        _warn(desired)
-        check_preflight(desired, True, _warning)
+        desired = load_checked(exp, _warning, environment=True)
     except ReconcilerError as exc:
         fail(exc, max_errors=max_errors, every=True)
     kinds = [u.kind for u in desired.units]
@@ -207,23 +195,9 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
     """Show what apply would do, changing nothing."""
     one_shot_command(own_process())
     try:
-        def backend_for(state_dir: Path) -> Backend:
-            from reconciler.engine.loop import load_desired
-
-            return choose_backend(backend, state_dir, lambda: load_desired(exp).experiment, str(exp))[0]
-
-        the_plan, desired = plan_pass(
-            exp, (backend, max_attempts, replace, stage, targets),
-            policy_for=lambda d: policy_for(d, max_attempts, replace, stage, targets),
-            backend_for=None if offline else backend_for)
-        for warning in the_plan.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        if desired is not None:  # a recalled plan read nothing, and its inputs have not changed since
-            check_preflight(desired, not offline, _warning)
-        if fmt == "markdown" and desired is None:
-            from reconciler.engine.loop import load_desired
-
-            desired = load_desired(exp)  # the report names each unit's resources: from the spec
+        # A markdown report names each unit's resources: from the spec, even for a remembered plan.
+        the_plan, desired = plan_only(exp, backend, offline, max_attempts, replace, stage, targets, _warning,
+                                      need_desired=fmt == "markdown")
     except ReconcilerError as exc:
         # With --detailed-exitcode, 2 means "actions pending" (Terraform): an error must not look like it.
         fail(exc, answers=detailed_exitcode)
@@ -255,13 +229,12 @@ def diff(old: str, new: str, fmt: str) -> None:
 
     Exit 0 when they are the same, 2 when they differ, 1 on error.
     """
-    from reconciler.spec.diff import diff_specs
-    from reconciler.app import load_source
+    from reconciler.app.source import diff_sources
     from reconciler.report import diff_render
 
     try:
         _check_cwd()
-        result = diff_specs(load_source(old), load_source(new), old_label=old, new_label=new)
+        result = diff_sources(old, new)
     except (ReconcilerError, OSError) as exc:  # SpecError too: 2 must only ever mean "they differ"
         fail(exc, answers=True)
     writers = {"text": diff_render.write_text, "json": diff_render.write_json, "markdown": diff_render.write_markdown}
@@ -278,14 +251,9 @@ def diff(old: str, new: str, fmt: str) -> None:
 def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     """Where every unit stands (changes nothing)."""
     one_shot_command(own_process())
-    from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import status_render
-    from reconciler.records.state_file import read_state
 
-    desired = load_desired(exp)
-    chosen, note = scheduler_for(desired, backend, offline, exp)
-    result = run_pass(desired, chosen, policy_for(desired, None), act=False)
-    state = read_state(desired.layout.state_dir)
+    result, note, state = status_pass(exp, backend, offline)
     if as_json:
         click.echo(json.dumps(status_render.status_record(result, state), indent=2))
         return
@@ -302,15 +270,10 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
 @handle_errors
 def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -> None:
     """Write summary.md: run status, training loss, accuracy per run and epoch, best run, next steps."""
-    from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import summary_render
     from reconciler.report.summary import build_summary, write_summary
 
-    desired = load_desired(exp)
-    chosen, _ = scheduler_for(desired, backend, offline, exp)
-    result = run_pass(desired, chosen, policy_for(desired, None), act=False)
-    # The suggested commands name the scheduler the jobs run on (unknown offline, unless named).
-    named = chosen.capabilities.name if chosen is not None else (None if backend == "auto" else backend)
+    desired, result, named = summarize_pass(exp, backend, offline)
     if fmt == "markdown":
         summary, path = write_summary(desired, result.observation, plot=not no_plot, backend=named)
         click.echo(f"wrote {path} ({summary.units_done}/{summary.units_total} units done"
@@ -329,17 +292,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
 @handle_errors
 def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     """Render every unit's job script and configs from the spec (apply does this on its own)."""
-    from reconciler.engine.loop import load_desired
-    from reconciler.scaffold.write import scaffold as render_all
-
-    desired = load_desired(exp)
-    _warn(desired)
-    check_preflight(desired, False, _warning)
-    try:
-        reports = render_all(desired, dry_run=dry_run, force=force)
-    except OSError as exc:
-        raise ReconcilerError(f"cannot write {exc.filename or desired.layout.experiment_dir}: "
-                              f"{exc.strerror or exc}; nothing more was written") from None
+    reports = scaffold_units(exp, dry_run, force, _warning)
     # A dry run writes nothing: its labels say what a real run would do.
     labels = {"written": "would write", "rerendered": "would rerender"} if dry_run else {}
     width = max([10] + [len(labels.get(r.status, r.status)) for r in reports])

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 # Top to bottom. A module's layer is its first-level name under reconciler/ (a package or a root module).
 LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
     {"cli", "__main__"},               # options -> app -> renderer -> exit code
-    {"app"},                           # the front door: backend choice, a spec from git
+    {"app"},                           # the front door: each command around its passes, policy from options
     {"report"},                        # what people read about a pass (renders the engine's results)
     {"records"},                       # what a pass leaves on disk for people: state.json, workflow logs
     {"engine"},                        # the pass: observe, plan, apply, memo; the watch
