@@ -12,8 +12,10 @@ holds the table and checks it):
                   Capabilities) and which backend an experiment runs on (backend.py)
     report/       what people read about a pass: plan, status, diff, progress and summary renderers;
                   summary.py still builds and writes summary.md (to move to records/)
-    records/      what a pass leaves on disk for people: state.json and the workflow logs (writers and
-                  readers), the summary's model
+    records/      what a pass leaves on disk for people: state.json (state_file.py), the workflow logs
+                  (workflow_logs.py writes each log; pass_entries.py and unit_entries.py build a pass's
+                  entries, pure; log_format.py their shared layout; log_append.py the crash-safe append),
+                  the summary's model
     engine/       the pass and the watch: loop.py (run_pass, watch_pass, watch), planning.py (`reconcile
                   plan` from the memo), memo.py (the remembered plan), annotate.py (script ownership and
                   remedies in a plan's reasons), polling.py, gcpause.py, backend_record.py

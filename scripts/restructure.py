@@ -79,6 +79,12 @@ SYMBOL_MOVES: dict[tuple[str, str], str] = {
     **{(old, name): "reconciler.app.options" for old in ("reconciler.app", "reconciler.cli")
        for name in ("poll_floor", "poll_policy", "submit_cap")},
     ("reconciler.cli", "os_error_line"): "reconciler.errors",
+    # The workflow logs: a module per job (records/workflow_logs.py says which).
+    **{("reconciler.records.workflow_logs", name): "reconciler.records.log_append"
+       for name in ("append_entries", "ENTRY_START", "TAIL_BYTES")},
+    **{("reconciler.records.workflow_logs", name): "reconciler.records.log_format"
+       for name in ("Entry", "LogName", "block", "unit_name")},
+    ("reconciler.records.workflow_logs", "pass_entries"): "reconciler.records.pass_entries",
 }
 
 # New packages (each gets an empty __init__.py if it has none).
