@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 # Top to bottom. A module's layer is its first-level name under reconciler/ (a package or a root module).
 LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
     {"cli", "__main__"},               # options -> app -> renderer -> exit code
-    {"app"},                           # the front door: backend choice, a spec from git
+    {"app"},                           # the front door: each command around its passes, policy from options
     # What people read about a pass. report/ renders values as text (pure: see below); records/ builds
     # and writes what a pass leaves on disk (state.json, workflow logs, summary.md), rendering with report/
     # and reading the models and helpers of records/: one layer of two folders.
