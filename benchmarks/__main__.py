@@ -177,14 +177,22 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# Fine-tunes of about two minutes instead of 25 s on this CPU: the poll floor (10 s) and the stagger
+# between fine-tune submissions (5 s) are a fixed cost, a fifth of the tiny sweep's best schedule.
+LONG_TRAIN_REPEAT = 8
+
+
 def render_real(results: dict[str, Any]) -> list[str]:
     out: list[str] = []
-    rs = results.get("realstack")
-    if rs:
+    for rs in (results.get("realstack"), results.get("realstack_long")):
+        if not rs:
+            continue
         c = rs["config"]
-        out += ["", f"### Time to results on the real stack: {c['runs']} runs x {c['epochs']} epochs x {c['tasks']} "
-                "tasks + control, tiny Llama, `tune run` and `inspect eval --model hf/local` on the CPU, "
-                f"{c['slots']} job slots", "",
+        longer = (f" (training split repeated {c['train_repeat']}x: longer fine-tunes, the same evals)"
+                  if c.get("train_repeat", 1) > 1 else "")
+        out += ["", f"### Time to results on the real stack{longer}: {c['runs']} runs x {c['epochs']} epochs x "
+                f"{c['tasks']} tasks + control, tiny Llama, `tune run` and `inspect eval --model hf/local` on the "
+                f"CPU, {c['slots']} job slots", "",
                 "| backend | evals | jobs | model loads per checkpoint | eval stage | eval job-seconds | makespan "
                 "| lower bound (critical path, work / slots) | makespan / bound | reaction: released (median, max) "
                 "| reaction: started (median, max) | poll interval |",
@@ -302,18 +310,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
 
 def real_targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     rows: list[tuple[str, str, str, bool]] = []
-    for r in results.get("realstack", {}).get("rows", []):
-        if "skipped" in r:
-            continue
-        how = f"{r['backend']}, {'grouped' if r['grouped'] else 'one job per eval'}"
-        if r["grouped"]:
-            loads = r["model_loads_per_checkpoint"]
-            rows.append((f"model loads per checkpoint ({how})", f"{loads:.2f}", "1", loads == 1))
-        ratio = r["ratio_makespan_to_bound"]
-        rows.append((f"makespan / critical-path bound, real stack ({how})", f"{ratio:.2f}", "<= 1.10", ratio <= 1.10))
-        worst = r["reaction_release_s"]["max"]
-        rows.append((f"reaction: epoch complete -> eval eligible to run ({how})", f"max {worst:.1f} s",
-                     f"<= interval + 2 s = {r['interval'] + 2:g} s", worst <= r["interval"] + 2))
+    for key in ("realstack", "realstack_long"):
+        rs = results.get(key, {})
+        repeat = rs.get("config", {}).get("train_repeat", 1)
+        rows += _real_rows(rs.get("rows", []), f", training split {repeat}x" if repeat > 1 else "")
     pc = results.get("polling", {}).get("rows", [])
     if len(pc) == 2:
         fixed, adaptive = pc
@@ -328,6 +328,23 @@ def real_targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+def _real_rows(measured: list[dict[str, Any]], longer: str) -> list[tuple[str, str, str, bool]]:
+    rows: list[tuple[str, str, str, bool]] = []
+    for r in measured:
+        if "skipped" in r:
+            continue
+        how = f"{r['backend']}, {'grouped' if r['grouped'] else 'one job per eval'}{longer}"
+        if r["grouped"]:
+            loads = r["model_loads_per_checkpoint"]
+            rows.append((f"model loads per checkpoint ({how})", f"{loads:.2f}", "1", loads == 1))
+        ratio = r["ratio_makespan_to_bound"]
+        rows.append((f"makespan / critical-path bound, real stack ({how})", f"{ratio:.2f}", "<= 1.10", ratio <= 1.10))
+        worst = r["reaction_release_s"]["max"]
+        rows.append((f"reaction: epoch complete -> eval eligible to run ({how})", f"max {worst:.1f} s",
+                     f"<= interval + 2 s = {r['interval'] + 2:g} s", worst <= r["interval"] + 2))
+    return rows
+
+
 def heading(results: dict[str, Any]) -> str:
     return (f"# reconciler benchmarks\n\n`{results['command'].strip()}` on {results['date']} ({results['machine']}; "
             f"load average {results['load_before'][0]:.1f} before, {results['load_after'][0]:.1f} after); "
@@ -339,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1k and 10k units only, a shorter makespan sweep, no SLURM")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "reconciler-bench")
     parser.add_argument("--fresh", action="store_true", help="regenerate the synthetic experiments")
-    parser.add_argument("--only", default="plan,squeue,makespan,slurm,realstack,polling",
-                        help="comma-separated subset of plan,squeue,makespan,slurm,realstack,polling")
+    parser.add_argument("--only", default="plan,squeue,makespan,slurm,realstack,realstack_long,polling",
+                        help="comma-separated subset of plan,squeue,makespan,slurm,realstack,realstack_long,polling")
     parser.add_argument("--no-slurm", action="store_true", help="skip the real-cluster row")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     parser.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
@@ -355,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick or args.no_slurm:
         only.discard("slurm")
         only.discard("polling")
+        only.discard("realstack_long")  # its point is SLURM's fixed costs
     if args.quick:
         only.discard("realstack")  # real torchtune and inspect: about 20 minutes
     started = time.perf_counter()
@@ -389,6 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"realstack: the demo widened to 2 runs x 2 epochs x 3 tasks + control, real torchtune and inspect, "
             f"evals ungrouped then grouped, on {' and '.join(backends)}")
         results["realstack"] = real_stack.measure(args.workdir, backends=backends)
+    if "realstack_long" in only:
+        cfg = real_stack.RealConfig(train_repeat=LONG_TRAIN_REPEAT)
+        log(f"realstack_long: the same on SLURM with the training split repeated {cfg.train_repeat}x "
+            "(fine-tunes of minutes: what is left of SLURM's fixed costs)")
+        results["realstack_long"] = real_stack.measure(args.workdir, cfg, backends=("slurm",))
     if "polling" in only:
         log("polling: a watch of 3-minute sleeping fine-tunes on the real cluster, fixed then adaptive polling")
         results["polling"] = polling_calls.measure(args.workdir, template)

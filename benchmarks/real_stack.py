@@ -68,6 +68,10 @@ class RealConfig:
     slots: int = 2
     local_interval: float = 1.0
     slurm_interval: float = 10.0
+    # The training split repeated this many times: longer fine-tunes, the same evals. SLURM's fixed
+    # costs (the poll floor, the stagger between fine-tune submissions) do not grow with a job's
+    # length; a longer fine-tune shows what is left of them on a sweep nearer a real one.
+    train_repeat: int = 1
 
 
 def tiny_model() -> Path:
@@ -83,6 +87,10 @@ def prepare(exp: Path, name: str, cfg: RealConfig, grouped: bool) -> None:
         shutil.rmtree(exp)
     exp.mkdir(parents=True)
     shutil.copytree(DEMO / "data", exp / "data")
+    if cfg.train_repeat > 1:
+        words = json.loads((exp / "data" / "words.json").read_text())
+        words["train"] = words["train"] * cfg.train_repeat
+        (exp / "data" / "words.json").write_text(json.dumps(words))
     task_py = (DEMO / "inspect_task.py").read_text().replace("from inspect_ai import Task, task",
                                                               "from inspect_ai import Task, task, task_with")
     (exp / "inspect_task.py").write_text(task_py + TASKS_PY)
@@ -309,7 +317,8 @@ def analyse(exp: Path, backend: str, run: dict[str, Any], cfg: RealConfig) -> di
 
 def measure_one(workdir: Path, backend: str, grouped: bool, cfg: RealConfig) -> dict[str, Any]:
     name = f"real{'g' if grouped else 'u'}{backend[0]}{uuid.uuid4().hex[:6]}"
-    exp = workdir / f"real-{backend}-{'grouped' if grouped else 'ungrouped'}"
+    longer = f"-train{cfg.train_repeat}x" if cfg.train_repeat > 1 else ""
+    exp = workdir / f"real-{backend}-{'grouped' if grouped else 'ungrouped'}{longer}"
     prepare(exp, name, cfg, grouped)
     interval = cfg.local_interval if backend == "local" else cfg.slurm_interval
     run = run_watch(exp, backend, interval)
@@ -337,7 +346,9 @@ if __name__ == "__main__":
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/reconciler-bench"))
     parser.add_argument("--backend", action="append", choices=("local", "slurm"))
     parser.add_argument("--grouped", choices=("no", "yes", "both"), default="both")
+    parser.add_argument("--train-repeat", type=int, default=1, help="repeat the training split N times")
     args = parser.parse_args()
     grouping = {"no": (False,), "yes": (True,), "both": (False, True)}[args.grouped]
-    result = measure(args.workdir, backends=tuple(args.backend or ("local", "slurm")), grouping=grouping)
+    result = measure(args.workdir, RealConfig(train_repeat=args.train_repeat),
+                     backends=tuple(args.backend or ("local", "slurm")), grouping=grouping)
     print(json.dumps(result, indent=1))

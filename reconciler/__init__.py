@@ -3,12 +3,21 @@
 Where things are (a layer imports only its own layer and those below it; tests/unit/test_boundaries.py
 holds the table and checks it):
 
-    cli.py        options -> front door -> renderer -> exit code (click); the only place that reads argv
-    app.py        the front door's policy: which backend an experiment runs on; a spec from `git:REV:path`
-    report/       what people read about a pass: plan, status, diff, progress and summary renderers;
-                  summary.py still builds and writes summary.md (to move to records/)
-    records/      what a pass leaves on disk for people: state.json and the workflow logs (writers and
-                  readers), the summary's model
+    cli.py        options -> front door -> renderer -> exit code (click), one error-to-exit map; the only
+                  place that reads argv
+    app/          the front door, a module per command: apply.py (apply, watch, cancel: the lock, the
+                  backend record, one pass or the watch), read.py (validate, plan, status, summarize,
+                  scaffold), source.py (diff, a spec from `git:REV:path`); the policy from options
+                  (options.py: Policy, preflight, polling, the submit cap from the backend's
+                  Capabilities) and which backend an experiment runs on (backend.py)
+    report/       what people read about a pass: plan, status, diff, progress and summary renderers (pure:
+                  values in, text out, no file written)
+    records/      what a pass leaves on disk for people: state.json (state_file.py), the workflow logs
+                  (workflow_logs.py writes each log; pass_entries.py and unit_entries.py build a pass's
+                  entries, pure; log_format.py their shared layout; log_append.py the crash-safe append),
+                  and summary.md with its plot (summary.py builds the Summary model from the pass's plan,
+                  observation and journal view, never planning again; summary_sources.py reads stdout
+                  files and eval samples)
     engine/       the pass and the watch: loop.py (run_pass, watch_pass, watch), planning.py (`reconcile
                   plan` from the memo), memo.py (the remembered plan), annotate.py (script ownership and
                   remedies in a plan's reasons), polling.py, gcpause.py, backend_record.py

@@ -9,27 +9,27 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from reconciler.engine.planning import plan_pass
+from reconciler.app.apply import ApplyRequest, Applied, apply_passes, cancel_jobs
+from reconciler.app.read import load_checked, plan_only, scaffold_units, status_pass, summarize_pass
 from reconciler.backends import BACKEND_NAMES
-from reconciler.app import choose_backend, poll_floor, poll_policy, submit_cap
-from reconciler.engine.backend_record import record_backend
-from reconciler.backends.base import Backend
-from reconciler.errors import ReconcilerError, SpecError, UsageError
+from reconciler.errors import (
+    Interrupted, PreflightFailed, ReconcilerError, SpecError, UsageError, every_problem, os_error_line,
+)
 from reconciler.engine.gcpause import one_shot_command
-from reconciler.journal import experiment_lock
-from reconciler.plan.planner import Plan, Policy
+from reconciler.plan.planner import Plan
 from reconciler.report import hints, plan_render
 
 if TYPE_CHECKING:
     from reconciler.engine.loop import PassResult
+    from reconciler.report.progress import Progress
     from reconciler.spec.units import Desired
 
-# The spec machinery (pydantic, PyYAML, the expansion: 120 ms of imports) is imported by each
-# command that needs it, not here: `reconcile plan` recalling a remembered plan needs none of it.
+# The pass machinery (the spec's expansion, observe, apply) is imported by the front door's functions
+# that need it, not here: `reconcile plan` recalling a remembered plan needs none of it.
 
 EXP = click.argument("exp", type=click.Path(path_type=Path), default=Path("."), required=False)
 
@@ -76,21 +76,38 @@ EXAMPLES = {
 }
 
 
+def fail(exc: ReconcilerError | OSError, *, max_errors: int | None = None, every: bool = False,
+         answers: bool = False) -> NoReturn:
+    """The one error-to-exit map: a user error is one line on stderr and its exit code, never a traceback.
+
+    A ReconcilerError exits with its own code (a spec or usage error 2, Ctrl-C in a pass 130, else 1);
+    a file system in trouble (read-only, full, deleted under us) where no narrower handler said more
+    is an environment error, exit 1. Preflight problems are listed one a line before the error's line
+    (the first `max_errors`). `every` (validate): a spec with several problems lists each, and that is
+    all. `answers`: the command's exit codes answer a question (diff: 2 = they differ; plan
+    --detailed-exitcode: 2 = actions pending), so an error must not look like an answer: exit 1.
+    """
+    if every and isinstance(exc, SpecError) and len(every_problem(exc)) > 1:
+        _list_errors([str(p) for p in every_problem(exc)], max_errors)
+        sys.exit(1 if answers else exc.exit_code)
+    if isinstance(exc, PreflightFailed):
+        _list_errors(list(exc.problems), max_errors)
+    if isinstance(exc, Interrupted):
+        click.echo(str(exc), err=True)  # not a mistake: what keeps running, how to resume
+    else:
+        click.echo(f"error: {os_error_line(exc) if isinstance(exc, OSError) else exc}", err=True)
+    sys.exit(1 if answers else exc.exit_code if isinstance(exc, ReconcilerError) else 1)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """User errors are one line on stderr with their exit code; never a traceback."""
+    """A command's errors go through `fail`."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             _check_cwd()
             return fn(*args, **kwargs)
-        except ReconcilerError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except OSError as exc:
-            # A file system in trouble (read-only, full, deleted under us) where no narrower
-            # handler said more: an environment error, one line, exit 1.
-            click.echo(f"error: {os_error_line(exc)}", err=True)
-            sys.exit(1)
+        except (ReconcilerError, OSError) as exc:
+            fail(exc)
     return wrapper
 
 
@@ -103,30 +120,8 @@ def _check_cwd() -> None:
                          "command again") from None
 
 
-def os_error_line(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}; nothing further was done"
-
-
-def _warn(desired: Desired) -> None:
-    for warning in desired.loaded.warnings:
-        click.echo(f"warning: {warning}", err=True)
-
-
-def _preflight(desired: Desired, environment: bool, max_errors: int | None = None) -> None:
-    """What the jobs will need, before any of them runs: warnings printed, errors stop the command (exit 2)."""
-    from reconciler.scaffold.preflight import preflight
-    from reconciler.scaffold.resources import load_user_config
-
-    user = load_user_config()
-    problems = preflight(desired.loaded, check_environment=environment, user_environment=bool(user.environment))
-    for problem in problems:
-        if problem.severity == "warning":
-            click.echo(f"warning: {problem}", err=True)
-    errors = [str(p) for p in problems if p.severity == "error"]
-    if errors:
-        _list_errors(errors, max_errors)
-        raise UsageError(f"{len(errors)} problem(s) above must be fixed before any job runs; nothing was submitted")
+def _warning(text: str) -> None:
+    click.echo(f"warning: {text}", err=True)
 
 
 def _list_errors(errors: list[str], max_errors: int | None) -> None:
@@ -137,33 +132,6 @@ def _list_errors(errors: list[str], max_errors: int | None) -> None:
     if len(shown) < len(errors):
         click.echo(f"error: ... and {len(errors) - len(shown)} more (--max-errors {max_errors}; "
                    "without it every one is listed)", err=True)
-
-
-def _backend(desired: Desired, requested: str, exp: Path) -> tuple[Backend, str]:
-    """The backend to ask (`auto`: the one the experiment was applied with) and a note saying which."""
-    return choose_backend(requested, desired.layout.state_dir, lambda: desired.experiment, str(exp))
-
-
-def _scheduler(desired: Desired, backend: str, offline: bool, exp: Path) -> tuple[Backend | None, str]:
-    """The backend to ask, or None for --offline (plans then report the scheduler as unknown)."""
-    return (None, "backend: none (--offline)") if offline else _backend(desired, backend, exp)
-
-
-def _policy(desired: Desired, max_attempts: int | None, replace: tuple[str, ...] = (),
-            stage: str | None = None, targets: tuple[str, ...] = ()) -> Policy:
-    from reconciler.spec.selection import select_units
-
-    keys = {k for item in replace for k in item.split(",") if k and k != "outdated"}
-    unknown = keys - set(desired.by_key())
-    if unknown:
-        raise ReconcilerError(f"--replace: {sorted(unknown)[0]!r} is not a unit of this experiment "
-                              f"(unit keys: {hints.reconcile('plan', desired.loaded.path, None, '--offline')})")
-    return Policy(
-        max_attempts=max_attempts or desired.loaded.spec.reconciler.max_attempts,
-        replace=frozenset(keys),
-        replace_outdated=any("outdated" in item.split(",") for item in replace),
-        selected=select_units(desired.units, stage, targets),
-    )
 
 
 STAGE = click.option("--stage", type=click.Choice(["finetune", "eval"]), default=None,
@@ -200,19 +168,10 @@ def validate(exp: Path, max_errors: int | None) -> None:
     A path not visible on this machine (meant for a cluster) is a warning. Prints what the
     experiment expands to.
     """
-    from reconciler.errors import every_problem
-    from reconciler.engine.loop import load_desired
-
     try:
-        desired = load_desired(exp)
-    except SpecError as exc:
-        problems = every_problem(exc)
-        if len(problems) == 1:
-            raise
-        _list_errors([str(p) for p in problems], max_errors)
-        sys.exit(exc.exit_code)
-    _warn(desired)
-    _preflight(desired, environment=True, max_errors=max_errors)
+        desired = load_checked(exp, _warning, environment=True)
+    except ReconcilerError as exc:
+        fail(exc, max_errors=max_errors, every=True)
     kinds = [u.kind for u in desired.units]
     click.echo(f"{desired.loaded.path}: valid ({desired.loaded.dialect} dialect): "
                f"{kinds.count('finetune')} fine-tunes, {kinds.count('eval')} evals")
@@ -236,29 +195,12 @@ def plan(exp: Path, fmt: str, backend: str, offline: bool, detailed_exitcode: bo
     """Show what apply would do, changing nothing."""
     one_shot_command(own_process())
     try:
-        def backend_for(state_dir: Path) -> Backend:
-            from reconciler.engine.loop import load_desired
-
-            return choose_backend(backend, state_dir, lambda: load_desired(exp).experiment, str(exp))[0]
-
-        the_plan, desired = plan_pass(
-            exp, (backend, max_attempts, replace, stage, targets),
-            policy_for=lambda d: _policy(d, max_attempts, replace, stage, targets),
-            backend_for=None if offline else backend_for)
-        for warning in the_plan.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        if desired is not None:  # a recalled plan read nothing, and its inputs have not changed since
-            _preflight(desired, environment=not offline)
-        if fmt == "markdown" and desired is None:
-            from reconciler.engine.loop import load_desired
-
-            desired = load_desired(exp)  # the report names each unit's resources: from the spec
+        # A markdown report names each unit's resources: from the spec, even for a remembered plan.
+        the_plan, desired = plan_only(exp, backend, offline, max_attempts, replace, stage, targets, _warning,
+                                      need_desired=fmt == "markdown")
     except ReconcilerError as exc:
         # With --detailed-exitcode, 2 means "actions pending" (Terraform): an error must not look like it.
-        if not detailed_exitcode:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        fail(exc, answers=detailed_exitcode)
     _render_plan(the_plan, desired, fmt)
     if detailed_exitcode and the_plan.has_changes:
         sys.exit(2)
@@ -287,19 +229,14 @@ def diff(old: str, new: str, fmt: str) -> None:
 
     Exit 0 when they are the same, 2 when they differ, 1 on error.
     """
-    from reconciler.spec.diff import diff_specs
-    from reconciler.app import load_source
+    from reconciler.app.source import diff_sources
     from reconciler.report import diff_render
 
     try:
         _check_cwd()
-        result = diff_specs(load_source(old), load_source(new), old_label=old, new_label=new)
-    except ReconcilerError as exc:  # SpecError too: 2 must only ever mean "they differ"
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        click.echo(f"error: {os_error_line(exc)}", err=True)
-        sys.exit(1)
+        result = diff_sources(old, new)
+    except (ReconcilerError, OSError) as exc:  # SpecError too: 2 must only ever mean "they differ"
+        fail(exc, answers=True)
     writers = {"text": diff_render.write_text, "json": diff_render.write_json, "markdown": diff_render.write_markdown}
     writers[fmt](result, sys.stdout)
     sys.exit(2 if result.differs else 0)
@@ -314,14 +251,9 @@ def diff(old: str, new: str, fmt: str) -> None:
 def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
     """Where every unit stands (changes nothing)."""
     one_shot_command(own_process())
-    from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import status_render
-    from reconciler.records.state_file import read_state
 
-    desired = load_desired(exp)
-    chosen, note = _scheduler(desired, backend, offline, exp)
-    result = run_pass(desired, chosen, _policy(desired, None), act=False)
-    state = read_state(desired.layout.state_dir)
+    result, note, state = status_pass(exp, backend, offline)
     if as_json:
         click.echo(json.dumps(status_render.status_record(result, state), indent=2))
         return
@@ -338,23 +270,18 @@ def status(exp: Path, as_json: bool, backend: str, offline: bool) -> None:
 @handle_errors
 def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -> None:
     """Write summary.md: run status, training loss, accuracy per run and epoch, best run, next steps."""
-    from reconciler.engine.loop import load_desired, run_pass
     from reconciler.report import summary_render
-    from reconciler.report.summary import build_summary, write_summary
+    from reconciler.records.summary import build_summary, write_summary
 
-    desired = load_desired(exp)
-    chosen, _ = _scheduler(desired, backend, offline, exp)
-    result = run_pass(desired, chosen, _policy(desired, None), act=False)
-    # The suggested commands name the scheduler the jobs run on (unknown offline, unless named).
-    named = chosen.capabilities.name if chosen is not None else (None if backend == "auto" else backend)
+    desired, result, named = summarize_pass(exp, backend, offline)
     if fmt == "markdown":
-        summary, path = write_summary(desired, result.observation, plot=not no_plot, backend=named)
+        summary, path = write_summary(desired, result, plot=not no_plot, backend=named)
         click.echo(f"wrote {path} ({summary.units_done}/{summary.units_total} units done"
                    f"{'' if summary.complete else '; partial results'})")
         if summary.plot_note:
             click.echo(f"note: {summary.plot_note}", err=True)
         return
-    summary = build_summary(desired, result.observation, backend=named)
+    summary = build_summary(desired, result, backend=named)
     (summary_render.write_json if fmt == "json" else summary_render.write_csv)(summary, sys.stdout)
 
 
@@ -365,17 +292,7 @@ def summarize(exp: Path, fmt: str, backend: str, offline: bool, no_plot: bool) -
 @handle_errors
 def scaffold(exp: Path, dry_run: bool, force: bool) -> None:
     """Render every unit's job script and configs from the spec (apply does this on its own)."""
-    from reconciler.engine.loop import load_desired
-    from reconciler.scaffold.write import scaffold as render_all
-
-    desired = load_desired(exp)
-    _warn(desired)
-    _preflight(desired, environment=False)
-    try:
-        reports = render_all(desired, dry_run=dry_run, force=force)
-    except OSError as exc:
-        raise ReconcilerError(f"cannot write {exc.filename or desired.layout.experiment_dir}: "
-                              f"{exc.strerror or exc}; nothing more was written") from None
+    reports = scaffold_units(exp, dry_run, force, _warning)
     # A dry run writes nothing: its labels say what a real run would do.
     labels = {"written": "would write", "rerendered": "would rerender"} if dry_run else {}
     width = max([10] + [len(labels.get(r.status, r.status)) for r in reports])
@@ -408,8 +325,8 @@ def apply(exp: Path, backend: str, watch_: bool, interval: float | None, max_int
           max_attempts: int | None, max_submit: int | None, replace: tuple[str, ...], wait_seconds: float,
           stage: str | None, targets: tuple[str, ...]) -> None:
     """Submit what is missing (one pass; --watch repeats until converged)."""
-    _apply(exp, backend, watch_, interval, max_attempts, max_submit, replace, wait_seconds, stage, targets,
-           max_interval)
+    _apply(ApplyRequest(exp, backend, watch_, interval, max_interval, max_attempts, max_submit, replace, wait_seconds,
+                        stage, targets))
 
 
 @main.command(name="watch", epilog=EXAMPLES["watch"])
@@ -432,112 +349,65 @@ def watch_cmd(exp: Path, backend: str, interval: float | None, max_interval: flo
               max_attempts: int | None, max_submit: int | None, wait_seconds: float, stage: str | None,
               targets: tuple[str, ...]) -> None:
     """Same as `apply --watch`."""
-    _apply(exp, backend, True, interval, max_attempts, max_submit, (), wait_seconds, stage, targets, max_interval)
+    _apply(ApplyRequest(exp, backend, True, interval, max_interval, max_attempts, max_submit, (), wait_seconds,
+                        stage, targets))
 
 
-def _apply(exp: Path, backend_name: str, watch_: bool, interval: float | None, max_attempts: int | None,
-           max_submit: int | None, replace: tuple[str, ...], wait_seconds: float, stage: str | None = None,
-           targets: tuple[str, ...] = (), max_interval: float | None = None) -> None:
-    from reconciler.apply.apply import ApplyOptions
-    from reconciler.engine.loop import (
-        PassMemory, ReplaceOnce, adaptive_pace, exit_code_for, load_desired, run_pass, watch, watch_pass,
-    )
-    from reconciler.apply.prepare import prepare_unit
-    from reconciler.report.progress import Progress
-    from reconciler.records.workflow_logs import record_pass
+class _ApplyScreen:
+    """What apply shows as it goes: progress on stdout, warnings and notes on stderr."""
 
-    memory = PassMemory()  # what the watch keeps from pass to pass: the spec's expansion, a pass that changed nothing
-    desired = load_desired(exp, memory)
-    _warn(desired)
-    _preflight(desired, environment=True)
-    policy = _policy(desired, max_attempts, replace, stage, targets)
-    backend, note = _backend(desired, backend_name, exp)
-    caps = backend.capabilities
-    interval, raised = poll_floor(caps, interval)
-    if raised:
-        click.echo(raised, err=True)
-    poll = poll_policy(interval, max_interval, caps.max_poll_factor)
-    options = ApplyOptions(max_submit=submit_cap(caps, max_submit), stagger_seconds=caps.finetune_stagger_seconds)
-    progress = Progress(sys.stdout, desired, note)
-    replaced = ReplaceOnce()
-    warned: set[str] = set()  # a watch repeats a warning only once it has stopped and come back
-    with experiment_lock(desired.layout.state_dir, wait_seconds):
-        # Later commands (`auto`) ask the backend this experiment was applied with.
-        problem = record_backend(desired.layout.state_dir, caps.name)
-        if problem:
-            click.echo(f"warning: {problem}", err=True)
-        reported: set[str] = set()
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
 
-        def one() -> PassResult:
-            nonlocal desired
-            # Re-read the spec each pass in watch mode: edits take effect, broken edits stop the watch.
-            desired = load_desired(exp, memory) if watch_ else desired
-            this_policy = replaced.policy(_policy(desired, max_attempts, replace, stage, targets) if watch_ else policy)
-            if watch_:  # a pass that would repeat the last one (nothing it read has changed) is not run again
-                result = watch_pass(desired, backend, this_policy, act=True, memory=memory, options=options,
-                                    prepare=prepare_unit)
-            else:
-                result = run_pass(desired, backend, this_policy, act=True, options=options, prepare=prepare_unit)
-            replaced.note(result)
-            warnings = record_pass(desired, result).warnings
-            for warning in warnings:
-                if warning not in warned:
-                    click.echo(f"warning: {warning}", err=True)
-            warned.clear()
-            warned.update(warnings)
-            for orphan in result.observation.unattributed:
-                if orphan.path not in reported:  # each once per command, not every pass of a watch
-                    reported.add(orphan.path)
-                    click.echo(f"warning: {orphan}", err=True)
-            return result
-        try:
-            if watch_:
-                pace = adaptive_pace(poll, lambda: desired, progress.on_interval)
-                result = watch(one, interval, progress.on_pass, pace=pace)
-            else:
-                result = one()
-                progress.on_pass(result)
-        except KeyboardInterrupt:
-            progress.close()
-            spec = desired.loaded.path
-            click.echo("interrupted: jobs already submitted keep running; to resume: "
-                       f"{hints.reconcile('apply', spec, caps.name, '--watch')}\n"
-                       f"to stop them: {hints.reconcile('cancel', spec, caps.name)}", err=True)
-            sys.exit(130)
-        progress.close()
-        if watch_ and result.converged:
-            _summarize_quietly(desired, result, caps.name, _policy(desired, max_attempts, replace))
-    if watch_:
-        if result.stalled:
-            click.echo(f"error: the watch cannot go on: {result.stalled}. Free some space (or fix the file system) "
-                       f"and run again: {hints.reconcile('apply', desired.loaded.path, caps.name, '--watch')}",
-                       err=True)
-        code = exit_code_for(result)
-        if code == 3:
-            click.echo("some units failed or are blocked; why, and what to read: "
-                       f"{hints.reconcile('status', desired.loaded.path, caps.name)}", err=True)
-        sys.exit(code)
-    if result.applied is not None and result.applied.errors:
-        errors = result.applied.errors
-        more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
-        click.echo(f"error: {errors[0]}{more}", err=True)
-        sys.exit(1)
+    def warn(self, text: str) -> None:
+        _warning(text)
+
+    def note(self, text: str) -> None:
+        click.echo(text, err=True)
+
+    def start(self, desired: Desired, backend_note: str) -> None:
+        from reconciler.report.progress import Progress
+
+        self.progress = Progress(sys.stdout, desired, backend_note)
+
+    def on_pass(self, result: PassResult) -> None:
+        assert self.progress is not None
+        self.progress.on_pass(result)
+
+    def on_interval(self, seconds: float) -> None:
+        assert self.progress is not None
+        self.progress.on_interval(seconds)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
 
-def _summarize_quietly(desired: Desired, result: PassResult, backend: str, policy: Policy) -> None:
-    """A converged watch leaves summary.md; a problem writing it is a warning, not a failed watch."""
-    from reconciler.report.summary import write_summary
+def _apply(request: ApplyRequest) -> None:
+    applied = apply_passes(request, _ApplyScreen())
+    if applied.summary is not None:
+        click.echo(f"results: {applied.summary}")
+    if applied.summary_warning is not None:
+        _warning(applied.summary_warning)
+    _say_how_it_ended(applied)
+    if applied.watch or applied.exit_code:
+        sys.exit(applied.exit_code)
 
-    try:
-        # The watch's budget (--max-attempts), not the spec's: the summary says what this watch did.
-        _, path = write_summary(desired, result.observation, backend=backend, policy=policy)
-    except ReconcilerError as exc:
-        click.echo(f"warning: {exc}", err=True)
+
+def _say_how_it_ended(applied: Applied) -> None:
+    result, spec, backend = applied.result, applied.spec, applied.backend
+    if not applied.watch:
+        errors = result.applied.errors if result.applied is not None else []
+        if errors:
+            more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
+            click.echo(f"error: {errors[0]}{more}", err=True)
         return
-    except OSError as exc:
-        click.echo(f"warning: cannot write summary.md: {os_error_line(exc)}", err=True)
-        return
-    click.echo(f"results: {path}")
+    if result.stalled:
+        click.echo(f"error: the watch cannot go on: {result.stalled}. Free some space (or fix the file system) "
+                   f"and run again: {hints.reconcile('apply', spec, backend, '--watch')}", err=True)
+    if applied.exit_code == 3:
+        click.echo("some units failed or are blocked; why, and what to read: "
+                   f"{hints.reconcile('status', spec, backend)}", err=True)
 
 
 @main.command(epilog=EXAMPLES["cancel"])
@@ -547,13 +417,7 @@ def _summarize_quietly(desired: Desired, result: PassResult, backend: str, polic
 @handle_errors
 def cancel(exp: Path, backend: str, wait_seconds: float) -> None:
     """Cancel every in-flight job of the experiment (found by tag)."""
-    from reconciler.engine.loop import load_desired
-    from reconciler.apply.cancel import cancel_all
-
-    desired = load_desired(exp)
-    chosen, _ = _backend(desired, backend, exp)
-    with experiment_lock(desired.layout.state_dir, wait_seconds):
-        cancelled = cancel_all(desired, chosen)
+    cancelled = cancel_jobs(exp, backend, wait_seconds)
     for unit, job_id in cancelled:
         click.echo(f"cancelled {unit} (job {job_id})")
     click.echo(f"{len({job_id for _, job_id in cancelled})} job(s) cancelled")

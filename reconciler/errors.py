@@ -64,6 +64,24 @@ class UsageError(ReconcilerError):
 
 
 @dataclass
+class PreflightFailed(UsageError):
+    """What the jobs will need is missing or wrong, found before any of them runs: each problem is listed
+    (one located line each), then this error's own line; exit 2, nothing submitted."""
+
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{len(self.problems)} problem(s) above must be fixed before any job runs; nothing was submitted"
+
+
+class Interrupted(ReconcilerError):
+    """Ctrl-C during a pass or a watch. Not a mistake: the message says what keeps running and how to
+    resume or stop it, and the command exits 130 (as a shell reports SIGINT)."""
+
+    exit_code = 130
+
+
+@dataclass
 class BackendError(ReconcilerError):
     """A scheduler command failed for good (never retried in a loop)."""
 
@@ -90,6 +108,12 @@ class SubmitDeferred(BackendError):
 
 class BackendUnavailable(ReconcilerError):
     """Transient: the scheduler could not be asked. Evidence becomes unknown; the next pass retries."""
+
+
+def os_error_line(exc: OSError) -> str:
+    """A file system in trouble (read-only, full, deleted under us), said in one line."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}; nothing further was done"
 
 
 class LockHeld(ReconcilerError):

@@ -41,6 +41,8 @@ class JournalView:
     terminal: dict[str, str] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
+    # Every `remedy` event, in journal order (the summary lists them; a unit's history keeps its last).
+    remedies: list[dict[str, Any]] = field(default_factory=list)
 
     def history(self, key: str) -> UnitHistory:
         return self.units.get(key) or UnitHistory()
@@ -151,7 +153,7 @@ def _folded(base: JournalView, data: bytes, fresh: bool) -> JournalView:
         view = base
     else:
         view = JournalView(units=dict(base.units), terminal=dict(base.terminal), exit_codes=dict(base.exit_codes),
-                           cancelled=set(base.cancelled))
+                           cancelled=set(base.cancelled), remedies=list(base.remedies))
         for key in {rec.get("unit") for rec in records if isinstance(rec.get("unit"), str)}:
             h = view.units.get(key)
             if h is not None:
@@ -226,6 +228,7 @@ def _fold(view: JournalView, rec: dict[str, Any]) -> None:
         if rec.get("job_id"):
             view.cancelled.add(str(rec["job_id"]))
     elif event == "remedy":
+        view.remedies.append(rec)
         key = rec.get("unit")
         if isinstance(key, str):
             h = view.units.get(key) or _new_history(view, key)

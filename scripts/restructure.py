@@ -52,6 +52,10 @@ MODULE_MOVES: dict[str, str] = {
     "reconciler.report.state_file": "reconciler.records.state_file",
     "reconciler.report.workflow_logs": "reconciler.records.workflow_logs",
     "reconciler.report.summary_model": "reconciler.records.summary_model",
+    # summary.md is written from the pass's result; report/ keeps the pure renderers.
+    "reconciler.report.summary": "reconciler.records.summary",
+    "reconciler.report.summary_sources": "reconciler.records.summary_sources",
+    "reconciler.report.summary_plot": "reconciler.records.summary_plot",
 }
 
 # Names that left their module on their own: (module, as named after MODULE_MOVES) -> new module.
@@ -72,8 +76,19 @@ SYMBOL_MOVES: dict[tuple[str, str], str] = {
     ("reconciler.backends", "Question"): "reconciler.observe.scheduler",
     **{("reconciler.app", name): "reconciler.engine.backend_record"
        for name in ("RECORD_NAME", "NAMES", "recorded_backend", "record_backend")},
-    ("reconciler.cli", "poll_policy"): "reconciler.app",
-    **{("reconciler.spec.diff", name): "reconciler.app" for name in ("load_source", "GIT_PREFIX", "GIT_TIMEOUT")},
+    # The front door became a package, a module per command (reconciler/app/__init__.py).
+    **{(old, name): "reconciler.app.source" for old in ("reconciler.app", "reconciler.spec.diff")
+       for name in ("load_source", "GIT_PREFIX", "GIT_TIMEOUT")},
+    **{("reconciler.app", name): "reconciler.app.backend" for name in ("choose_backend", "make_backend")},
+    **{(old, name): "reconciler.app.options" for old in ("reconciler.app", "reconciler.cli")
+       for name in ("poll_floor", "poll_policy", "submit_cap")},
+    ("reconciler.cli", "os_error_line"): "reconciler.errors",
+    # The workflow logs: a module per job (records/workflow_logs.py says which).
+    **{("reconciler.records.workflow_logs", name): "reconciler.records.log_append"
+       for name in ("append_entries", "ENTRY_START", "TAIL_BYTES")},
+    **{("reconciler.records.workflow_logs", name): "reconciler.records.log_format"
+       for name in ("Entry", "LogName", "block", "unit_name")},
+    ("reconciler.records.workflow_logs", "pass_entries"): "reconciler.records.pass_entries",
 }
 
 # New packages (each gets an empty __init__.py if it has none).

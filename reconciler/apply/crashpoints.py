@@ -14,7 +14,7 @@ Points (where the call sits):
     submit-returned    apply.py: the scheduler gave a job id, the journal does not have it yet
     job-id-journaled   apply.py: the job id is in the journal
     state-write        report/state_file.py: state.json's temporary file is written, not renamed
-    log-write          report/workflow_logs.py: half of a log append is on disk
+    log-write          records/log_append.py: half of a log append is on disk
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The backend an experiment was applied with, remembered in `.reconciler/backend.json`.
 
-`apply` writes it; `--backend auto` and the plan memo's key read it (see reconciler.app)."""
+`apply` writes it; `--backend auto` and the plan memo's key read it (see reconciler.app.backend)."""
 
 from __future__ import annotations
 

@@ -47,6 +47,9 @@ class PassResult:
     # What the scheduler was asked (None: nothing) and answered (None: not asked, or no answer).
     question: Question | None = None
     snapshot: Snapshot | None = None
+    # The journal as this pass planned from (what apply then wrote is in `applied`): the summary reads
+    # its remedies here instead of parsing the file again. None: a result not made by run_pass.
+    journal: JournalView | None = None
 
     @property
     def scheduler_queried(self) -> bool:
@@ -168,7 +171,7 @@ def run_pass(desired: Desired, backend: Backend | None, policy: Policy, *, act: 
             names.path = state_dir / JOB_NAMES  # the first pass of an apply made the directory
         names.save()
     return PassResult(plan=the_plan, observation=observation, applied=applied, elapsed=time.monotonic() - started,
-                      events=events, question=question, snapshot=snapshot)
+                      events=events, question=question, snapshot=snapshot, journal=view)
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,17 @@ def test_status_json_matches_plan_units(tmp_path: Path) -> None:
     status = status_json(exp)
     assert [u["key"] for u in plan["units"]] == [u["key"] for u in status["units"]]
     assert plan["format_version"] == 3 and plan["summary"]["submit"] == DEMO_UNITS
+
+
+def test_a_watch_of_one_stage_summarizes_its_last_pass(tmp_path: Path) -> None:
+    """summary.md of a `--stage finetune` watch: the evals it did not select are incomplete, not selected."""
+    exp = copy_demo(tmp_path / "demo", runs=["rank4_lr1e-4"])
+    proc = reconcile("apply", str(exp), "--watch", "--interval", "0.5", "--backend", "local", "--stage", "finetune")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (exp / "summary.md").read_text()
+    assert "| rank4_lr1e-4 | Fine-tuned | COMPLETED | 0/2 done, 2 missing |" in text
+    incomplete = text.split("## Incomplete Runs", 1)[1].split("\n## ", 1)[0]
+    for epoch in (0, 1):
+        assert f"| rank4_lr1e-4 | Evaluation: capitalization epoch {epoch} | NOT_SUBMITTED | not selected: would " \
+               "submit: missing: nothing submitted yet |" in incomplete, incomplete
+    assert len(journal_events(exp, "submitted")) == 1

@@ -72,7 +72,7 @@ def test_a_cap_below_the_floor_is_refused_before_anything_is_submitted(tmp_path:
 def test_slurm_stretches_to_five_floors_by_default_and_the_local_backend_stays_at_its_floor() -> None:
     from reconciler.backends.local.backend import CAPABILITIES as LOCAL
     from reconciler.backends.slurm.backend import CAPABILITIES as SLURM
-    from reconciler.app import poll_policy
+    from reconciler.app.options import poll_policy
 
     assert poll_policy(60, None, SLURM.max_poll_factor) == PollPolicy(floor=60, cap=300)
     assert poll_policy(2, None, LOCAL.max_poll_factor) == PollPolicy(floor=2, cap=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.app import poll_floor, submit_cap
+from reconciler.app.options import poll_floor, submit_cap
 from reconciler.backends.local.backend import CAPABILITIES as LOCAL
 from reconciler.backends.slurm.backend import CAPABILITIES as SLURM
 

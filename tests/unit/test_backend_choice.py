@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import app as choice
+from reconciler.app import backend as choice
 from reconciler.backends.base import Capabilities
 from reconciler.jobs import Job, Snapshot
 from reconciler.engine.backend_record import RECORD_NAME, record_backend, recorded_backend
-from reconciler.app import choose_backend
+from reconciler.app.backend import choose_backend
 from reconciler.errors import BackendUnavailable, UsageError
 from reconciler.journal import Journal
 

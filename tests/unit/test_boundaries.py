@@ -20,9 +20,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 # Top to bottom. A module's layer is its first-level name under reconciler/ (a package or a root module).
 LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
     {"cli", "__main__"},               # options -> app -> renderer -> exit code
-    {"app"},                           # the front door: backend choice, a spec from git
-    {"report"},                        # what people read about a pass (renders the engine's results)
-    {"records"},                       # what a pass leaves on disk for people: state.json, workflow logs
+    {"app"},                           # the front door: each command around its passes, policy from options
+    # What people read about a pass. report/ renders values as text (pure: see below); records/ builds
+    # and writes what a pass leaves on disk (state.json, workflow logs, summary.md), rendering with report/
+    # and reading the models and helpers of records/: one layer of two folders.
+    {"report", "records"},
     {"engine"},                        # the pass: observe, plan, apply, memo; the watch
     {"apply"},                         # acts on a plan: render, submit, cancel, move aside
     {"scaffold"},                      # renders a unit's scripts and configs from the spec
@@ -202,6 +204,62 @@ def test_the_package_root_is_short():
     assert len(root) <= MAX_ROOT_MODULES, root
 
 
+# report/ renders: values in, text out. records/ writes what a pass leaves, from the pass's result. Neither
+# plans again: the plan a summary or a record shows is the one the pass made.
+RENDERERS = "reconciler.report"
+BUILT_FROM_THE_PASS = ("reconciler.report", "reconciler.records")
+# Calls that write to the file system (`x.replace`/`x.rename` only on `os`: str.replace is everywhere).
+WRITING_FUNCTIONS = {"open", "atomic_write_text"}
+WRITING_METHODS = {"write_text", "write_bytes", "mkdir", "unlink", "rmdir", "touch", "savefig", "symlink_to",
+                   "chmod", "makedirs"}
+WRITING_OS = {"replace", "rename", "remove", "unlink", "write", "open", "makedirs", "mkdir", "rmdir"}
+WRITING_MODULES = {"reconciler.fsutil", "shutil", "tempfile"}
+
+
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def file_writes(module: str, tree: ast.AST) -> list[str]:
+    found = [f"{module}:{i.line} imports {i.target}" for i in imports_of(module, tree) if i.target in WRITING_MODULES]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in WRITING_FUNCTIONS:
+            found.append(f"{module}:{node.lineno} calls {func.id}()")
+        elif isinstance(func, ast.Attribute) and (
+                func.attr in WRITING_METHODS
+                or (func.attr in WRITING_OS and isinstance(func.value, ast.Name) and func.value.id == "os")):
+            found.append(f"{module}:{node.lineno} calls .{func.attr}()")
+    return found
+
+
+def plans_again(module: str, tree: ast.AST) -> list[str]:
+    """Imports of the planner's `plan`, and calls of `plan(...)` or `planner.plan(...)`."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "reconciler.plan.planner" \
+                and any(a.name == "plan" for a in node.names):
+            found.append(f"{module}:{node.lineno} imports plan")
+        elif isinstance(node, ast.Call) and ((isinstance(node.func, ast.Name) and node.func.id == "plan") or
+                                             (isinstance(node.func, ast.Attribute) and node.func.attr == "plan")):
+            found.append(f"{module}:{node.lineno} calls plan()")
+    return found
+
+
+def test_report_renders_and_writes_no_file():
+    bad = [hit for m, path in modules().items() if in_package(m, RENDERERS)
+           for hit in file_writes(m, ast.parse(path.read_text()))]
+    assert bad == []
+
+
+def test_reports_and_records_never_plan_again():
+    bad = [hit for m, path in modules().items() if any(in_package(m, p) for p in BUILT_FROM_THE_PASS)
+           for hit in plans_again(m, ast.parse(path.read_text()))]
+    assert bad == []
+
+
 # Module-level state that outlives a call. What must outlive a pass lives on the object a watch owns
 # and passes in (engine.loop.PassMemory: the expanded spec, the kept pass, the folded journal, the
 # parsed header cache), or on the object it belongs to (a backend's call counts, a loaded spec's
@@ -305,3 +363,27 @@ def test_module_state_is_caught(text):
 def test_constants_are_not_module_state():
     text = "TABLE = {'a': 1}\nNAMES = ['x']\ndef f(k):\n    d = {}\n    d[k] = TABLE[k]\n    return d\n"
     assert not module_state("m", ast.parse(text))
+
+
+@pytest.mark.parametrize("text", [
+    "def f(p, t):\n    p.write_text(t)\n",
+    "def f(p):\n    with open(p, 'w') as fh:\n        fh.write('x')\n",
+    "import os\ndef f(a, b):\n    os.replace(a, b)\n",
+    "from reconciler.fsutil import atomic_write_text\n",
+    "def f(fig, p):\n    fig.savefig(p)\n",
+])
+def test_a_file_write_in_a_renderer_is_caught(text):
+    assert file_writes("reconciler.report.x", ast.parse(text))
+
+
+def test_string_replace_is_not_a_file_write():
+    assert not file_writes("reconciler.report.x", ast.parse("def f(s):\n    return s.replace('|', '/')\n"))
+
+
+@pytest.mark.parametrize("text", [
+    "from reconciler.plan.planner import plan\n",
+    "from reconciler.plan import planner\ndef f(u, o, p):\n    return planner.plan(u, o, p)\n",
+    "def f(plan, u):\n    return plan(u)\n",
+])
+def test_planning_again_is_caught(text):
+    assert plans_again("reconciler.records.x", ast.parse(text))

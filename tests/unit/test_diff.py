@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.spec.diff import describe_units, diff_specs, field_path, input_changes
-from reconciler.app import load_source
+from reconciler.app.source import load_source
 from reconciler.errors import ReconcilerError
 from reconciler.report import diff_render
 from reconciler.spec.load import load_spec

@@ -41,8 +41,10 @@ def reference_fold(view: JournalView, rec: dict[str, Any]) -> None:
         view.exit_codes[str(rec["job_id"])] = rec.get("exit_code")
     elif event == "cancelled" and rec.get("job_id"):
         view.cancelled.add(str(rec["job_id"]))
-    elif event == "remedy" and isinstance(key, str):
-        view.units.setdefault(key, UnitHistory()).last_remedy = rec
+    elif event == "remedy":
+        view.remedies.append(rec)  # every one, whatever its unit: as the summary once read them from the file
+        if isinstance(key, str):
+            view.units.setdefault(key, UnitHistory()).last_remedy = rec
 
 
 def optional(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -69,8 +71,8 @@ def test_fold_matches_the_plain_fold(records: list[dict[str, Any]]) -> None:
     for rec in records:
         _fold(got, rec)
         reference_fold(want, rec)
-    assert (got.units, got.terminal, got.exit_codes, got.cancelled) == \
-        (want.units, want.terminal, want.exit_codes, want.cancelled)
+    assert (got.units, got.terminal, got.exit_codes, got.cancelled, got.remedies) == \
+        (want.units, want.terminal, want.exit_codes, want.cancelled, want.remedies)
     assert list(got.units) == list(want.units)  # the same order too: reports list units as found
 
 

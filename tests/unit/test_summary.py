@@ -21,8 +21,8 @@ from reconciler.observe.evallogs import HeaderCache
 from reconciler.observe.observation import Observation, observe
 from reconciler.plan.planner import Policy, plan
 from reconciler.report import summary_render
-from reconciler.report.summary import build_summary, write_summary
-from reconciler.report.summary_sources import compute_binary, parse_losses
+from reconciler.records.summary import build_summary, write_summary
+from reconciler.records.summary_sources import compute_binary, parse_losses
 from reconciler.spec.units import Desired
 from tests.conftest import EXPERIMENTS
 
@@ -92,17 +92,26 @@ def fixture_observation(desired: Desired, now: float = NOW) -> Observation:
     return observe(desired, Journal(desired.layout.state_dir).read(), snapshot, HeaderCache(None))
 
 
+def pass_of(desired: Desired, observation: Observation, policy: Policy | None = None) -> PassResult:
+    """A pass that saw `observation`, as run_pass returns it (plan is pure, so it is built the same way);
+    by default under the spec's policy (max_attempts 2), as `reconcile summarize` plans."""
+    policy = policy or Policy(max_attempts=2)
+    return PassResult(plan=plan(desired.units, observation, policy, experiment=desired.experiment),
+                      observation=observation, journal=Journal(desired.layout.state_dir).read())
+
+
 def fixture_result(desired: Desired, now: float = NOW) -> PassResult:
-    """A pass over the fixture, as run_pass returns it (plan is pure, so it is built the same way)."""
-    obs = fixture_observation(desired, now)
-    return PassResult(plan=plan(desired.units, obs, Policy(max_attempts=2), experiment=desired.experiment),
-                      observation=obs, question=("reconciler:summary_fixture:", ("1001", "2008")))
+    """A pass over the fixture that asked the scheduler about r1's fine-tune and the running eval."""
+    from dataclasses import replace
+
+    return replace(pass_of(desired, fixture_observation(desired, now)),
+                   question=("reconciler:summary_fixture:", ("1001", "2008")))
 
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     desired = copy_fixture(tmp_path_factory.mktemp("summary"))
-    return build_summary(desired, fixture_observation(desired), now=NOW)
+    return build_summary(desired, fixture_result(desired), now=NOW)
 
 
 def cell(summary, run: str, task: str, epoch: int | None):  # type: ignore[no-untyped-def]
@@ -147,8 +156,8 @@ def test_training_results(summary) -> None:  # type: ignore[no-untyped-def]
 def test_stdout_found_by_glob_when_no_job_is_known(tmp_path: Path) -> None:
     desired = copy_fixture(tmp_path)
     (desired.layout.state_dir / "journal.jsonl").unlink()
-    summary = build_summary(desired, observe(desired, Journal(desired.layout.state_dir).read(), Snapshot(),
-                                             HeaderCache(None)), read_samples=False)
+    quiet = observe(desired, Journal(desired.layout.state_dir).read(), Snapshot(), HeaderCache(None))
+    summary = build_summary(desired, pass_of(desired, quiet), read_samples=False)
     assert summary.training[0].final_loss == R1_FINAL and summary.training[0].job_id is None
 
 
@@ -191,7 +200,7 @@ def test_binary_metrics_by_hand(summary) -> None:  # type: ignore[no-untyped-def
 
 
 def test_one_log_per_task_tells_whether_it_is_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler.report import summary as summary_module
+    from reconciler.records import summary as summary_module
 
     asked: list[str] = []
     real = summary_module.binary_targets
@@ -202,7 +211,7 @@ def test_one_log_per_task_tells_whether_it_is_binary(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(summary_module, "binary_targets", counting)
     desired = copy_fixture(tmp_path)
-    result = build_summary(desired, fixture_observation(desired), now=NOW)
+    result = build_summary(desired, fixture_result(desired), now=NOW)
     scored = [e for e in result.evaluations if e.value is not None]
     capitalization = [e for e in scored if e.task == "capitalization"]
     assert len(capitalization) > 1
@@ -263,7 +272,7 @@ def test_run_status_incomplete_and_remedies(summary) -> None:  # type: ignore[no
 
 def test_summary_md_lists_every_cell(tmp_path: Path) -> None:
     desired = copy_fixture(tmp_path)
-    summary, path = write_summary(desired, fixture_observation(desired), now=NOW, plot=False)
+    summary, path = write_summary(desired, fixture_result(desired), now=NOW, plot=False)
     text = path.read_text()
     assert path == desired.layout.experiment_dir / "summary.md"
     for section in ("## Run Status", "## Training Results", "## Evaluation Results", "## Incomplete Runs",
@@ -277,14 +286,14 @@ def test_summary_md_lists_every_cell(tmp_path: Path) -> None:
     assert "partial results" in text and "`r2/artifacts/slurm-1003.out`" in text
     assert summary.plot is None and "![" not in text
     # Re-running overwrites.
-    write_summary(desired, fixture_observation(desired), now=NOW + 60, plot=False)
+    write_summary(desired, fixture_result(desired), now=NOW + 60, plot=False)
     assert path.read_text().count("# Experiment Summary") == 1
 
 
 def test_plot_is_embedded_when_matplotlib_is_installed(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     desired = copy_fixture(tmp_path)
-    summary, path = write_summary(desired, fixture_observation(desired), now=NOW)
+    summary, path = write_summary(desired, fixture_result(desired), now=NOW)
     assert summary.plot == "summary_accuracy.png"
     assert "![Accuracy by epoch for each run, against the control](summary_accuracy.png)" in path.read_text()
     assert (desired.layout.experiment_dir / "summary_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -293,7 +302,7 @@ def test_plot_is_embedded_when_matplotlib_is_installed(tmp_path: Path) -> None:
 def test_summary_works_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     desired = copy_fixture(tmp_path)
-    summary, path = write_summary(desired, fixture_observation(desired), now=NOW)
+    summary, path = write_summary(desired, fixture_result(desired), now=NOW)
     assert summary.plot is None and "matplotlib is not installed" in summary.plot_note
     assert "*No plot: matplotlib is not installed" in path.read_text()
     assert not (desired.layout.experiment_dir / "summary_accuracy.png").exists()
@@ -326,7 +335,7 @@ def test_partial_log_is_marked(tmp_path: Path) -> None:
     with zipfile.ZipFile(log, "w") as z:
         for name, data in members.items():
             z.writestr(name, data)
-    summary = build_summary(desired, fixture_observation(desired), read_samples=False)
+    summary = build_summary(desired, fixture_result(desired), read_samples=False)
     e = cell(summary, "r1", "capitalization", 0)
     assert e.partial and e.value == 0.5 and (e.samples, e.total_samples) == (6, 10)
     assert "| r1 | capitalization | 0 | 0.5 | - | - |  | 6/10 | PARTIAL |" in summary_render.markdown_text(summary)
@@ -339,6 +348,52 @@ def test_summary_of_a_pass_result_uses_state_json_for_durations(tmp_path: Path) 
     desired = copy_fixture(tmp_path)
     write_state(desired, fixture_result(desired), now=NOW)
     quiet = observe(desired, Journal(desired.layout.state_dir).read(), Snapshot(), HeaderCache(None))
-    summary = build_summary(desired, quiet, read_samples=False)
+    summary = build_summary(desired, pass_of(desired, quiet), read_samples=False)
     assert summary.training[0].duration_seconds == pytest.approx(495)
 
+
+
+# ------------------------------------------------------------------ built from the pass
+
+
+def test_remedies_come_from_the_pass_journal_view_not_the_file(tmp_path: Path) -> None:
+    desired = copy_fixture(tmp_path)
+    result = fixture_result(desired)
+    (desired.layout.state_dir / "journal.jsonl").unlink()  # the pass read it; the summary does not again
+    summary = build_summary(desired, result, read_samples=False)
+    assert [(r.unit, r.detail) for r in summary.remedies] == \
+        [("finetune/r2", "change=batch_size 8 -> 4, failure_class=out_of_memory, job_id=1002")]
+
+
+def test_the_summary_keeps_the_pass_plan_and_plans_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch's --max-attempts is the pass's: a budget of 3 leaves r2's fine-tune to resubmit, not failed."""
+    import reconciler.plan.planner as planner
+
+    desired = copy_fixture(tmp_path)
+    result = pass_of(desired, fixture_observation(desired), Policy(max_attempts=3))
+    monkeypatch.setattr(planner, "plan", lambda *a, **k: pytest.fail("the summary planned again"))
+    summary = build_summary(desired, result, read_samples=False)
+    r2 = next(i for i in summary.incomplete if i.unit == "finetune/r2")
+    assert r2.state == "failed" and r2.reason == next(p.reason for p in result.plan.units if p.key == "finetune/r2")
+    assert "budget" not in r2.reason
+
+
+def test_units_a_selection_left_untouched_are_reported_not_selected(tmp_path: Path) -> None:
+    """A watch with --stage/--target: its last pass is summarized; the units it did not select are
+    incomplete with the planner's reason, "not selected: ..."."""
+    from reconciler.spec.selection import select_units
+
+    desired = copy_fixture(tmp_path)
+    policy = Policy(max_attempts=2, selected=select_units(desired.units, "finetune", ()))
+    summary = build_summary(desired, pass_of(desired, fixture_observation(desired), policy), read_samples=False)
+    incomplete = {i.unit: i for i in summary.incomplete}
+    assert set(incomplete) == {"finetune/r2", "eval/r1/binary/epoch0", "eval/r2/capitalization/epoch1"}
+    assert "retry budget used" in incomplete["finetune/r2"].reason  # selected: as without --stage
+    for key in ("eval/r1/binary/epoch0", "eval/r2/capitalization/epoch1"):
+        assert incomplete[key].reason.startswith("not selected: "), incomplete[key].reason
+    assert incomplete["eval/r2/capitalization/epoch1"].state == "blocked"
+    text = summary_render.markdown_text(summary)
+    assert "| r1 | Evaluation: binary epoch 0 | RUNNING | not selected: " in text
+    # Without a selection nothing says so.
+    plain = build_summary(desired, fixture_result(desired), read_samples=False)
+    assert not [i for i in plain.incomplete if i.reason.startswith("not selected")]

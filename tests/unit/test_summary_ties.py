@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.report.summary import _best
+from reconciler.records.summary import _best
 from reconciler.records.summary_model import EvalResult, Summary
-from reconciler.report.summary_plot import plot_accuracy
+from reconciler.records.summary_plot import plot_accuracy
 from reconciler.report.summary_render import markdown_text
 
 

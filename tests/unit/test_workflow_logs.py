@@ -13,7 +13,9 @@ from reconciler.jobs import COMPLETED, DEPENDENCY_NEVER_SATISFIED, RUNNING
 from reconciler.engine.loop import PassResult, run_pass
 from reconciler.plan.planner import Plan, Policy
 from reconciler.records.state_file import read_state
-from reconciler.records.workflow_logs import ENTRY_START, append_entries, pass_entries, record_pass
+from reconciler.records.log_append import ENTRY_START, append_entries
+from reconciler.records.pass_entries import pass_entries
+from reconciler.records.workflow_logs import record_pass
 from reconciler.spec.units import Desired
 from tests.unit.planner_world import make_desired
 from tests.unit.test_summary import FIXTURE, FakeBackend

@@ -11,7 +11,7 @@ from pathlib import Path
 from reconciler.jobs import COMPLETED, RUNNING
 from reconciler.engine.loop import PassResult, load_desired, run_pass
 from reconciler.plan.planner import Policy
-from reconciler.report.summary import write_summary
+from reconciler.records.summary import write_summary
 from reconciler.records.workflow_logs import record_pass
 from reconciler.spec.units import Desired
 from tests.unit.test_summary import FIXTURE, FakeBackend
@@ -84,7 +84,7 @@ def test_a_run_writes_every_action_the_workflows_grep_for(tmp_path: Path) -> Non
         shutil.copy2(SUCCESS_LOG, logs)
         backend.set(job_id, COMPLETED, exit_code=0, started_at=t + 310, ended_at=t + 330)
     result = step(desired, backend, t + 400)
-    write_summary(desired, result.observation, now=t + 410, plot=False)
+    write_summary(desired, result, now=t + 410, plot=False)
 
     logs = tmp_path / "logs"
     found = {name: entries(logs / name) for name in ("run-experiment.log", "run-torchtune.log", "run-inspect.log",

@@ -1,4 +1,9 @@
-"""`reconcile summarize`: the experiment's results (loss, accuracy, best run, what is missing), and summary.md."""
+"""summary.md: the experiment's results (loss, accuracy, best run, what is missing), built from a pass.
+
+The units' states and reasons are the pass's plan, never planned again; the remedies are the pass's
+journal view. What the plan does not hold is read here: training stdout, eval samples, state.json.
+The Markdown, JSON and CSV texts are rendered by reconciler.report.summary_render.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,12 @@ import functools
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.fsutil import atomic_write_text
-from reconciler.journal import JOURNAL_NAME
 from reconciler.observe.observation import Observation, UnitEvidence, shows_oom
-from reconciler.plan.planner import PlannedUnit, Policy, plan
-from reconciler.report import hints
+from reconciler.plan.planner import PlannedUnit
 from reconciler.records.state_file import LEGACY_STATUS, StateFile, fmt_ts, read_state
 from reconciler.records.summary_model import (
     BestRun,
@@ -24,15 +28,21 @@ from reconciler.records.summary_model import (
     Summary,
     TrainingResult,
 )
-from reconciler.report.summary_sources import (
+from reconciler.records.summary_plot import plot_accuracy
+from reconciler.records.summary_sources import (
     binary_metrics,
     binary_targets,
     parse_losses,
-    read_remedies,
     read_text,
     stdout_for,
 )
+from reconciler.records.workflow_logs import record_summary
+from reconciler.report import hints
+from reconciler.report.summary_render import markdown_text
 from reconciler.spec.units import Desired, Unit
+
+if TYPE_CHECKING:
+    from reconciler.engine.loop import PassResult
 
 __all__ = ["Summary", "build_summary", "write_summary", "SUMMARY_NAME", "PLOT_NAME"]
 
@@ -40,11 +50,12 @@ SUMMARY_NAME = "summary.md"
 PLOT_NAME = "summary_accuracy.png"
 
 
-def build_summary(desired: Desired, observation: Observation, *, state: StateFile | None = None,
-                  now: float | None = None, read_samples: bool = True, policy: Policy | None = None,
-                  backend: str | None = None) -> Summary:
-    """Results from what is on disk now. Reads stdout files and, for binary tasks, eval samples.
+def build_summary(desired: Desired, result: PassResult, *, state: StateFile | None = None,
+                  now: float | None = None, read_samples: bool = True, backend: str | None = None) -> Summary:
+    """The results of the pass `result` (a `reconcile summarize` pass, or a watch's last one).
 
+    Units keep the state and reason the pass planned (a unit a --stage/--target watch did not select
+    is reported incomplete, "not selected: ..."). Reads stdout files and, for binary tasks, eval samples.
     `state` (the last state.json, read when not given) supplies job times the scheduler no longer has.
     `backend`: the scheduler the experiment's jobs run on, named in the suggested commands.
     """
@@ -52,8 +63,8 @@ def build_summary(desired: Desired, observation: Observation, *, state: StateFil
     if state is None:
         state = read_state(desired.layout.state_dir)
     spec = desired.loaded.spec
-    policy = policy or Policy(max_attempts=spec.reconciler.max_attempts)
-    planned = {p.key: p for p in plan(desired.units, observation, policy, experiment=desired.experiment).units}
+    observation = result.observation
+    planned = {p.key: p for p in result.plan.units}
     run_types = {r.name: r.type for r in spec.runs}
     units = desired.by_key()
 
@@ -79,20 +90,18 @@ def build_summary(desired: Desired, observation: Observation, *, state: StateFil
         controls=controls,
         best=_best(evaluations, controls),
         incomplete=incomplete,
-        remedies=_remedies(desired.layout.state_dir / JOURNAL_NAME),
+        remedies=_remedies(result.journal.remedies if result.journal is not None else []),
         next_steps=_next_steps(desired, planned, backend),
         plot=None,
         plot_note="",
     )
 
 
-def write_summary(desired: Desired, observation: Observation, *, now: float | None = None,
-                  plot: bool = True, backend: str | None = None, policy: Policy | None = None) -> tuple[Summary, Path]:
-    """Build the summary, draw the plot when matplotlib is installed, write summary.md (re-running overwrites)."""
-    from reconciler.report.summary_plot import plot_accuracy
-    from reconciler.report.summary_render import markdown_text
-
-    summary = build_summary(desired, observation, now=now, backend=backend, policy=policy)
+def write_summary(desired: Desired, result: PassResult, *, now: float | None = None,
+                  plot: bool = True, backend: str | None = None) -> tuple[Summary, Path]:
+    """Build the summary of the pass, draw the plot, write summary.md (re-running overwrites) and
+    note it in the workflows' log."""
+    summary = build_summary(desired, result, now=now, backend=backend)
     exp_dir = desired.layout.experiment_dir
     if plot:
         image, note = plot_accuracy(summary, exp_dir / PLOT_NAME)
@@ -101,13 +110,9 @@ def write_summary(desired: Desired, observation: Observation, *, now: float | No
     try:
         atomic_write_text(path, markdown_text(summary))
     except OSError as exc:
-        from reconciler.report.hints import reconcile
-
-        same = reconcile("summarize", desired.loaded.path, backend, "--format", "json")
+        same = hints.reconcile("summarize", desired.loaded.path, backend, "--format", "json")
         raise ReconcilerError(f"cannot write {path}: {exc.strerror or exc}; `{same}` prints the same "
                               "without writing") from None
-    from reconciler.records.workflow_logs import record_summary
-
     try:
         record_summary(desired, summary, path, now)
     except (OSError, ReconcilerError):
@@ -242,9 +247,10 @@ def _incomplete(unit: Unit, p: PlannedUnit, observation: Observation, units: dic
                       unit=unit.key, state=p.state, reason=p.reason, read=read)
 
 
-def _remedies(journal: Path) -> list[Remedy]:
+def _remedies(records: list[dict[str, Any]]) -> list[Remedy]:
+    """The journal's `remedy` events, oldest first."""
     out = []
-    for rec in read_remedies(journal):
+    for rec in records:
         ts = rec.get("ts")
         detail = ", ".join(f"{k}={v}" for k, v in rec.items() if k not in ("ts", "event", "unit"))
         out.append(Remedy(unit=str(rec.get("unit", "")), when=fmt_ts(float(ts)) if isinstance(ts, (int, float))

@@ -1,4 +1,5 @@
-"""Accuracy by epoch for each run against the control, as a PNG (matplotlib, a dependency of the reconciler)."""
+"""Accuracy by epoch for each run against the control, written as a PNG beside summary.md (matplotlib, a dependency
+of the reconciler)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""What the summary reads beyond the observation: training stdout, eval samples (binary tasks), journal remedies."""
+"""What the summary reads beyond the pass (its plan, observation and journal view): training stdout, eval samples
+(binary tasks)."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,20 +146,3 @@ def _prediction(sample: Any) -> str:
         if getattr(message, "role", "") == "assistant":
             return str(getattr(message, "text", "")).strip()
     return ""
-
-
-def read_remedies(journal_path: Path) -> list[dict[str, Any]]:
-    """Journal events with "event": "remedy" (a line cut short by a crash is skipped, as the journal does)."""
-    try:
-        lines = journal_path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("event") == "remedy":
-            out.append(rec)
-    return out
