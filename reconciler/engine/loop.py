@@ -29,6 +29,7 @@ from reconciler.observe.observation import (
 from reconciler.plan.planner import IN_FLIGHT, Plan, Policy, plan
 from reconciler.engine.annotate import annotate
 from reconciler.engine.polling import PollPolicy, RunningJob, next_event, next_interval
+from reconciler.observe.progress import epoch_due
 from reconciler.spec.load import load_spec
 from reconciler.spec.location import spec_path, spec_text
 from reconciler.spec.units import Desired, expand, tag_prefix
@@ -313,7 +314,7 @@ def finished_eval_seconds(result: PassResult) -> dict[str, float]:
 
 def running_jobs(desired: Desired, result: PassResult, typical_eval: float | None = None) -> list[RunningJob]:
     """What the running jobs of a pass let us expect: fine-tunes write epochs at the pace of the
-    first ones; evals end after `typical_eval` seconds (how long finished ones ran); every job ends
+    first ones, or when their progress bar says (a tail read of each running fine-tune's output); evals end after `typical_eval` seconds (how long finished ones ran); every job ends
     by its time limit."""
     from reconciler.timefmt import parse_time_limit
     from reconciler.scaffold.resources import resources_for
@@ -333,8 +334,10 @@ def running_jobs(desired: Desired, result: PassResult, typical_eval: float | Non
         except ValueError:
             limit = None
         mtimes = tuple(e.mtime for e in ev.epochs if e.state == "complete" and e.mtime is not None)
+        due = epoch_due(Path(str(unit.stdout).replace("%j", job.job_id))) if unit.kind == "finetune" else None
         out.append(RunningJob(started_at=job.started_at, time_limit=limit, epochs_total=len(unit.epochs),
-                              epoch_mtimes=mtimes, typical_seconds=typical_eval if unit.kind == "eval" else None))
+                              epoch_mtimes=mtimes, typical_seconds=typical_eval if unit.kind == "eval" else None,
+                              epoch_due_at=due))
     return out
 
 

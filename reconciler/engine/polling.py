@@ -11,7 +11,8 @@ epoch. So:
   at its floor);
 - any change (a unit's state or job, a submission) brings it back to the floor;
 - it never overshoots the next expected event: a running fine-tune's next epoch (from the pace of
-  the epochs it has written), a running eval's end (at the typical duration of the experiment's
+  the epochs it has written, and from torchtune's progress bar in the job's output, which also
+  times the first epoch), a running eval's end (at the typical duration of the experiment's
   finished evals), or a running job's time limit; an event that is due and has not come yet keeps
   the watch at the floor until it does.
 """
@@ -43,6 +44,7 @@ class RunningJob:
     epochs_total: int = 0  # a fine-tune: how many epochs it writes
     epoch_mtimes: tuple[float, ...] = ()  # when each epoch written so far was complete
     typical_seconds: float | None = None  # how long finished jobs of its kind took
+    epoch_due_at: float | None = None  # a fine-tune: when its current epoch ends, by its own progress bar
 
 
 def next_event(jobs: Iterable[RunningJob], now: float) -> float | None:
@@ -57,6 +59,8 @@ def _expected(job: RunningJob) -> list[float]:
         out.append(job.started_at + job.time_limit)
     if job.typical_seconds is not None:
         out.append(job.started_at + job.typical_seconds)
+    if job.epoch_due_at is not None:
+        out.append(job.epoch_due_at)
     done = len(job.epoch_mtimes)
     if job.epochs_total and 0 < done < job.epochs_total:
         pace = (max(job.epoch_mtimes) - job.started_at) / done

@@ -3,6 +3,7 @@ floor when something changes or a running fine-tune's next epoch is due, and say
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -91,3 +92,26 @@ def test_a_running_eval_is_expected_to_end_at_the_typical_duration_of_finished_o
     for _ in range(12):  # the completed job is in the first pass's answer only: the watch remembers it
         wait = pace(run_pass(desired, backend, Policy(max_attempts=1), act=True, prepare=prepare_unit))
     assert wait == 30  # not the cap: the running eval should end in about 30 s
+
+
+def test_before_its_first_epoch_a_fine_tune_is_due_when_its_progress_bar_says(tmp_path: Path) -> None:
+    from tests.unit.test_progress import SLURM_OUT, cut_after
+
+    desired = load_desired(copy_demo(tmp_path / "demo", runs=["rank4_lr5e-5"]))
+    backend = FakeBackend()
+    now = [T0]
+    pace = adaptive_pace(PollPolicy(floor=10, cap=1000), lambda: desired, lambda _: None, clock=lambda: now[0])
+    run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)
+    job_id = next(j for j in backend.jobs.values() if j.tag and j.tag.endswith(FINETUNE)).job_id
+    backend.set(job_id, "RUNNING", started_at=T0)
+    now[0] = T0 + 64
+    pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit))
+    waits = [pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)) for _ in range(12)]
+    # No epoch yet: the only guess is halfway through epoch 0's share of the 10-minute limit (150 s in).
+    assert waits[-1] == 150 - 64
+    # torchtune's bar, 64 s in: 47 s left in epoch 0. The checkpoint is due then, not at the guess.
+    out = Path(str(desired.by_key()[FINETUNE].stdout).replace("%j", job_id))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(cut_after(SLURM_OUT.read_bytes(), b"30/64 [01:04<00:47,  1.38s/it]"))
+    os.utime(out, (T0 + 64, T0 + 64))
+    assert pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)) == 47
