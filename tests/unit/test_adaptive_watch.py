@@ -4,15 +4,17 @@ floor when something changes or a running fine-tune's next epoch is due, and say
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.engine.loop import adaptive_pace, load_desired, run_pass
+from reconciler.engine.loop import PassResult, adaptive_pace, load_desired, run_pass
 from reconciler.apply.prepare import prepare_unit
 from reconciler.plan.planner import Policy
 from reconciler.engine.polling import PollPolicy
+from reconciler.spec.units import Desired
 from tests.integration.demo_env import copy_demo
 from tests.unit.sim_world import write_epoch
 from tests.unit.test_summary import FakeBackend
@@ -40,7 +42,9 @@ def test_quiet_passes_stretch_the_wait_a_change_resets_it_and_each_new_wait_is_s
     assert said[-1] == 2
 
 
-def test_a_fine_tunes_next_epoch_due_brings_the_wait_back_down(tmp_path: Path) -> None:
+def running_finetune(tmp_path: Path) -> tuple[Desired, FakeBackend, Callable[[PassResult], float], list[float], str]:
+    """The demo cut to one run, its fine-tune submitted and running since T0; a pace (floor 10 s, cap
+    1000 s) on a clock the test sets (`now[0]`)."""
     desired = load_desired(copy_demo(tmp_path / "demo", runs=["rank4_lr5e-5"]))
     backend = FakeBackend()
     now = [T0]
@@ -48,6 +52,11 @@ def test_a_fine_tunes_next_epoch_due_brings_the_wait_back_down(tmp_path: Path) -
     run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)
     job_id = next(j for j in backend.jobs.values() if j.tag and j.tag.endswith(FINETUNE)).job_id
     backend.set(job_id, "RUNNING", started_at=T0)
+    return desired, backend, pace, now, job_id
+
+
+def test_a_fine_tunes_next_epoch_due_brings_the_wait_back_down(tmp_path: Path) -> None:
+    desired, backend, pace, now, job_id = running_finetune(tmp_path)
     # Epoch 0 of 2 took 100 s: epoch 1 is due at T0 + 200 (the 10-minute limit is later).
     write_epoch(desired, desired.by_key()[FINETUNE], 0, when=T0 + 100)
     now[0] = T0 + 150
@@ -97,13 +106,7 @@ def test_a_running_eval_is_expected_to_end_at_the_typical_duration_of_finished_o
 def test_before_its_first_epoch_a_fine_tune_is_due_when_its_progress_bar_says(tmp_path: Path) -> None:
     from tests.unit.test_progress import SLURM_OUT, cut_after
 
-    desired = load_desired(copy_demo(tmp_path / "demo", runs=["rank4_lr5e-5"]))
-    backend = FakeBackend()
-    now = [T0]
-    pace = adaptive_pace(PollPolicy(floor=10, cap=1000), lambda: desired, lambda _: None, clock=lambda: now[0])
-    run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)
-    job_id = next(j for j in backend.jobs.values() if j.tag and j.tag.endswith(FINETUNE)).job_id
-    backend.set(job_id, "RUNNING", started_at=T0)
+    desired, backend, pace, now, job_id = running_finetune(tmp_path)
     now[0] = T0 + 64
     pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit))
     waits = [pace(run_pass(desired, backend, Policy(), act=True, prepare=prepare_unit)) for _ in range(12)]
