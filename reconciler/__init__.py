@@ -19,12 +19,14 @@ holds the table and checks it):
                   observation and journal view, never planning again; summary_sources.py reads stdout
                   files and eval samples)
     engine/       the pass and the watch: loop.py (run_pass, watch_pass, watch), planning.py (`reconcile
-                  plan` from the memo), memo.py (the remembered plan), annotate.py (script ownership and
-                  remedies in a plan's reasons), polling.py, gcpause.py, backend_record.py
+                  plan` from the memo), memo.py (the remembered plan), annotate.py (script ownership in a
+                  plan's reasons; a retry's remedy, chosen once per pass and carried on the plan), polling.py,
+                  gcpause.py, backend_record.py
     apply/        acts on a plan: apply.py (journal, submit, adopt), prepare.py (render before submit),
                   cancel.py, artifacts.py (move replaced output aside), crashpoints.py (test hook)
-    scaffold/     renders a unit's scripts and configs from the spec; resources and remedies
-    plan/         planner.py: pure, observation in, plan out (loads nothing that does I/O)
+    scaffold/     renders a unit's scripts and configs from the spec; resources, the values a remedy starts from
+    plan/         planner.py: pure, observation in, plan out (loads nothing that does I/O); remedies.py: the pure
+                  remedy choice on retry (a PlannedUnit carries it to apply)
     observe/      what is on disk (checkpoints, eval logs, stdout) and what the scheduler says
                   (scheduler.py: one batched question); reader.py, the Reader a pass reads every file
                   through, which records each path's stat for the memo

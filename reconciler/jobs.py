@@ -49,6 +49,14 @@ FAILURE_CLASSES = {
     CANCELLED: "cancelled",
 }
 
+# torchtune's CUDA OOM ends a job FAILED, not OUT_OF_MEMORY (cruijff_kit PR #484): its output says why.
+OOM_MARKERS = ("torch.OutOfMemoryError", "CUDA out of memory")
+
+
+def shows_oom(text: str) -> bool:
+    """Whether a job's output says it ran out of GPU memory."""
+    return any(marker in text for marker in OOM_MARKERS)
+
 
 def normalise_state(raw: str) -> str:
     """`CANCELLED by 0` -> CANCELLED, `RUNNING+` -> RUNNING; unknown words pass through upper-cased."""

@@ -89,6 +89,10 @@ SYMBOL_MOVES: dict[tuple[str, str], str] = {
     **{("reconciler.records.workflow_logs", name): "reconciler.records.log_format"
        for name in ("Entry", "LogName", "block", "unit_name")},
     ("reconciler.records.workflow_logs", "pass_entries"): "reconciler.records.pass_entries",
+    # The remedy choice is pure (plan/); scaffold/ keeps the spec's values it starts from (baseline).
+    **{("reconciler.scaffold.remedies", name): "reconciler.plan.remedies"
+       for name in ("Remedy", "failure_cause", "next_remedy", "TIME_FACTOR", "MIN_BATCH_SIZE")},
+    **{("reconciler.observe.observation", name): "reconciler.jobs" for name in ("OOM_MARKERS", "shows_oom")},
 }
 
 # New packages (each gets an empty __init__.py if it has none).

@@ -182,7 +182,7 @@ def apply_plan(plan: Plan, desired: Desired, backend: Backend, journal: Journal,
             break
         if len(ready) > 1:
             try:
-                group = _group_job(desired, [units[m.key] for m in ready], journal, write=prepare is not None)
+                group = _group_job(desired, [units[m.key] for m in ready], ready, write=prepare is not None)
             except (OSError, ReconcilerError) as exc:
                 # The shared script could not be written: each unit goes alone, with its own script.
                 result.events.append(Event(ready[0].key, "deferred", f"cannot write the shared job's script "
@@ -281,16 +281,14 @@ def _prepare(desired: Desired, unit: Unit, p: PlannedUnit, journal: Journal, res
         raise _PrepareFailed from exc
 
 
-def _group_job(desired: Desired, members: list[Unit], journal: Journal, write: bool) -> GroupJob:
+def _group_job(desired: Desired, members: list[Unit], planned: list[PlannedUnit], write: bool) -> GroupJob:
     """The shared job of a group whose members are prepared: its script written (unless `write`
-    is off: a pass without preparation submits the paths as they are)."""
+    is off: a pass without preparation submits the paths as they are), with the remedies their plan carries."""
     from reconciler.scaffold.group import group_paths, prepare_group
-    from reconciler.scaffold.remedies import Remedy
 
     if not write:
         return group_paths(desired, members)
-    view = journal.read()
-    remedies = {u.key: Remedy.from_dict(view.history(u.key).last_remedy) for u in members}
+    remedies = {p.key: None if p.remedy is None else p.remedy.remedy for p in planned}
     return prepare_group(desired, members, remedies)
 
 

@@ -1,4 +1,5 @@
-"""What the pure planner cannot know, added to a plan's reasons: who owns a unit's script, which remedy a retry takes."""
+"""What the pure planner cannot know, added to a plan: who owns a unit's script (in its reason), which remedy a
+retry takes (chosen here, once per pass: carried on the PlannedUnit for apply, and named in its reason)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from reconciler.journal import JournalView
 from reconciler.observe.reader import Reader
 from reconciler.spec.fingerprint import read_script_fingerprint
 from reconciler.plan.planner import SUBMITTING, Plan, PlannedUnit
-from reconciler.scaffold.remedies import remedy_for
+from reconciler.plan.remedies import Remedy, choose_remedy
+from reconciler.scaffold.remedies import baseline
 from reconciler.spec.units import Desired, Unit
 
 
 def annotate(the_plan: Plan, desired: Desired, view: JournalView, reader: Reader | None = None) -> Plan:
-    """Reasons of units about to be submitted gain the script's ownership and the retry's remedy.
+    """Units about to be submitted carry the retry's remedy; their reasons gain the script's ownership and it.
 
     Costs one header read per submitting unit whose script exists (through the pass's `reader`):
     nothing is rendered here.
@@ -29,11 +31,16 @@ def _with_notes(p: PlannedUnit, unit: Unit, desired: Desired, view: JournalView,
     owner, script = script_note(unit, reader)
     if script:
         extra.append(script)
-    remedy, _ = remedy_for(desired, unit, p, view.history(unit.key).last_remedy)
-    # A script the reconciler does not own is retried as it is: no remedy reaches it.
-    if remedy is not None and owner != "foreign":
-        extra.append(f"remedy: {remedy.reason}" if remedy.reason else "remedy kept from the last retry")
-    return replace(p, reason="; ".join([p.reason, *extra])) if extra else p
+    choice = choose_remedy(p, Remedy.from_dict(view.history(unit.key).last_remedy),
+                           lambda: baseline(desired.loaded, unit))
+    # A script the reconciler does not own is retried as it is: no remedy reaches it (apply renders
+    # nothing into it, so journals nothing).
+    if choice is not None and owner != "foreign":
+        reason = choice.remedy.reason
+        extra.append(f"remedy: {reason}" if reason else "remedy kept from the last retry")
+    if not extra and choice is None:
+        return p
+    return replace(p, reason="; ".join([p.reason, *extra]), remedy=choice)
 
 
 def script_note(unit: Unit, reader: Reader) -> tuple[str, str]:

@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from reconciler.jobs import Snapshot
@@ -30,13 +30,33 @@ from reconciler.fsutil import sweep_stale_temps
 from reconciler.observe.reader import Stat, unchanged
 from reconciler.observe.scheduler import Question
 from reconciler.plan.planner import Plan, PlannedUnit
+from reconciler.plan.remedies import Remedy, RemedyChoice
 
 MEMO_NAME = "plan-memo"
-FORMAT = 4  # 2: stats hold the ctime; 3: presumed plans, the backend asked; 4: evals sharing a job
+FORMAT = 5  # 2: stats hold the ctime; 3: presumed plans, the backend asked; 4: evals sharing a job;
+# 5: the remedy a retry carries
 # Coarser than any filesystem's mtime granularity we know of (FAT: 2 s; ext4, XFS, NFS: 1 s or finer).
 RACY_NS = 2_000_000_000
 
 _UNIT_FIELDS = tuple(f.name for f in fields(PlannedUnit))
+_REMEDY = _UNIT_FIELDS.index("remedy")
+
+
+def _row(unit: PlannedUnit) -> tuple[object, ...]:
+    """A planned unit as marshal stores it: its fields in order, the remedy it carries as a tuple."""
+    row = [getattr(unit, name) for name in _UNIT_FIELDS]
+    choice = unit.remedy
+    row[_REMEDY] = None if choice is None else (*astuple(choice.remedy), choice.new)
+    return tuple(row)
+
+
+def _unit(row: list[object] | tuple[object, ...]) -> PlannedUnit:
+    kept = row[_REMEDY]
+    if kept is None:
+        return PlannedUnit(*row)  # type: ignore[arg-type]
+    *values, new = kept  # type: ignore[misc]
+    return PlannedUnit(*row[:_REMEDY], RemedyChoice(Remedy(*values), new),  # type: ignore[arg-type]
+                       *row[_REMEDY + 1:])
 
 
 @dataclass(frozen=True)
@@ -88,7 +108,7 @@ def recall(state_dir: Path, key: str) -> Memo | None:
             return None
         kept = doc["plan"]
         plan = Plan(experiment=kept[0], scheduler_known=kept[1], scheduler_note=kept[2], warnings=tuple(kept[3]),
-                    units=tuple(PlannedUnit(*row) for row in kept[4]), presumed_empty=kept[5], backend=kept[6])
+                    units=tuple(_unit(row) for row in kept[4]), presumed_empty=kept[5], backend=kept[6])
         question = doc["question"]
         return Memo(plan=plan, question=None if question is None else (question[0], tuple(question[1])),
                     answer=doc["answer"])
@@ -118,7 +138,7 @@ def settled(record: dict[str, Stat], now_ns: int) -> bool:
 def remember(state_dir: Path, key: str, record: dict[str, Stat], plan: Plan,
              question: Question | None, answer: str) -> bool:
     """Write the memo; False when it was not (an input too recent to trust, or the write failed)."""
-    rows = [tuple(getattr(unit, name) for name in _UNIT_FIELDS) for unit in plan.units]
+    rows = [_row(unit) for unit in plan.units]
     doc = {
         "format": FORMAT, "key": key, "paths": list(record), "stats": list(record.values()),
         "question": question, "answer": answer,

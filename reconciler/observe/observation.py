@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.jobs import GONE, UNKNOWN, Job, Snapshot, job_order
+from reconciler.jobs import GONE, UNKNOWN, Job, Snapshot, job_order, shows_oom
 from reconciler.journal import JournalView
 from reconciler.observe.checkpoints import EpochEvidence, epoch_evidence
 from reconciler.observe.attribution import OURS, JOB_NAME, Matrix, StdoutIndex, Unattributed, Where, attribute
@@ -372,14 +372,9 @@ def _produced_fingerprint(unit: Unit, log: LogSummary | None, jobs: tuple[Job, .
     return None
 
 
-# torchtune's OOM leaves the job FAILED, not OUT_OF_MEMORY (cruijff_kit PR #484): read the stdout.
-OOM_MARKERS = ("torch.OutOfMemoryError", "CUDA out of memory")
+# torchtune's OOM leaves the job FAILED, not OUT_OF_MEMORY (cruijff_kit PR #484): read the stdout
+# (jobs.shows_oom).
 STDOUT_TAIL_BYTES = 64 * 1024
-
-
-def shows_oom(text: str) -> bool:
-    """Whether a job's output says it ran out of GPU memory."""
-    return any(marker in text for marker in OOM_MARKERS)
 
 
 def stdout_shows_oom(pattern: Path, job_id: str, reader: Reader | None = None) -> bool:

@@ -1,1 +1,2 @@
-"""The planner: observation in, plan out; pure (tests/unit/test_boundaries.py checks it loads nothing that does I/O)."""
+"""The planner and the remedy a retry takes: pure (tests/unit/test_boundaries.py checks they load nothing
+that does I/O)."""

@@ -19,6 +19,7 @@ from reconciler.jobs import (
 
 if TYPE_CHECKING:  # not imported at run time: a recalled plan (pass_memo) needs none of the spec machinery
     from reconciler.observe.observation import Observation, UnitEvidence
+    from reconciler.plan.remedies import RemedyChoice
     from reconciler.spec.units import Unit
 
 State = Literal["missing", "waiting", "queued", "running", "done", "failed", "blocked", "outdated", "unknown"]
@@ -70,6 +71,9 @@ class PlannedUnit:
     # submit/resubmit of an eval: every unit (this one too, first the one whose directory holds the
     # job's script) that goes into the same job, loading their checkpoint once. Empty: a job of its own.
     group: tuple[str, ...] = ()
+    # resubmit after a failure: the remedy its retry renders, chosen once by the engine (annotate.py)
+    # from the journal's last remedy; apply renders it and journals a new one. Not in the plan's JSON.
+    remedy: RemedyChoice | None = None
 
 
 @dataclass(frozen=True)

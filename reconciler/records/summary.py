@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.fsutil import atomic_write_text
-from reconciler.observe.observation import Observation, UnitEvidence, shows_oom
+from reconciler.jobs import shows_oom
+from reconciler.observe.observation import Observation, UnitEvidence
 from reconciler.plan.planner import PlannedUnit
 from reconciler.records.state_file import LEGACY_STATUS, StateFile, fmt_ts, read_state
 from reconciler.records.summary_model import (

@@ -19,7 +19,7 @@ from typing import Any
 from reconciler.timefmt import format_time_limit, parse_time_limit
 from reconciler.fsutil import atomic_write_text
 from reconciler.spec.fingerprint import FINGERPRINT_MARK, read_script_fingerprint
-from reconciler.scaffold.remedies import Remedy
+from reconciler.plan.remedies import Remedy
 from reconciler.scaffold.render import (
     CHECKPOINT_VIEW_COMMENT,
     CHECKPOINT_VIEW_PY,

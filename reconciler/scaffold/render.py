@@ -18,7 +18,7 @@ from reconciler.scaffold.finetune_config import (
     finetune_yaml,
     setup_finetune,
 )
-from reconciler.scaffold.remedies import Remedy
+from reconciler.plan.remedies import Remedy
 from reconciler.scaffold.resources import NO_USER_CONFIG, Resources, UserConfig, resources_for, sbatch_value
 from reconciler.scaffold.values import EvalValues, base_model_path, eval_values, find_run, train_values
 from reconciler.spec.units import Desired, Unit

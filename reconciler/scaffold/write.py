@@ -10,7 +10,7 @@ from typing import Literal
 from reconciler.fsutil import atomic_write_text
 from reconciler.spec.fingerprint import read_script_fingerprint
 from reconciler.scaffold import ScaffoldError
-from reconciler.scaffold.remedies import Remedy
+from reconciler.plan.remedies import Remedy
 from reconciler.scaffold.render import RenderedFile, RenderedUnit, render_unit
 from reconciler.scaffold.resources import Resources, UserConfig, load_user_config
 from reconciler.spec.layout import Layout

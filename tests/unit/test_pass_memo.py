@@ -24,7 +24,8 @@ from reconciler.engine.loop import PassMemory, load_desired, run_pass, watch_pas
 from reconciler.engine.planning import plan_pass
 from reconciler.observe.checkpoints import epoch_evidence
 from reconciler.observe.reader import Reader
-from reconciler.plan.planner import Plan, Policy
+from reconciler.plan.planner import Plan, PlannedUnit, Policy
+from reconciler.plan.remedies import Remedy, RemedyChoice
 from reconciler.spec.units import Desired, tag_for
 from tests.unit.converged_fixture import build_converged
 from tests.unit.test_observe import eval_log, safetensors
@@ -84,6 +85,21 @@ def test_a_second_plan_is_recalled_and_identical(exp: Path) -> None:
     second, recalled = planned(exp)
     assert recalled and second == first
     assert second.state_counts()["done"] == len(second.units)
+
+
+def test_a_remembered_plan_keeps_the_remedy_a_retry_carries(tmp_path: Path) -> None:
+    retry = PlannedUnit(key="finetune/a", kind="finetune", run="a", task=None, epoch=None, state="failed",
+                        action="resubmit", reason="retry: out_of_memory", depends_on=(), fingerprint="f" * 16,
+                        remedy=RemedyChoice(Remedy(batch_size=4, gradient_accumulation_steps=8, reason="oom"), new=True))
+    kept = PlannedUnit(key="eval/a/t/base", kind="eval", run="a", task="t", epoch=None, state="failed",
+                       action="resubmit", reason="retry: timeout", depends_on=(), fingerprint="e" * 16,
+                       remedy=RemedyChoice(Remedy(time="0:45:00"), new=False))
+    plain = PlannedUnit(key="finetune/b", kind="finetune", run="b", task=None, epoch=None, state="missing",
+                        action="submit", reason="missing", depends_on=(), fingerprint="d" * 16)
+    the_plan = Plan(experiment="x", units=(retry, kept, plain))
+    assert pass_memo.remember(tmp_path, "key", {}, the_plan, None, "answer")
+    memo = pass_memo.recall(tmp_path, "key")
+    assert memo is not None and memo.plan == the_plan
 
 
 def test_the_cli_prints_the_same_plan_from_memory(exp: Path) -> None:

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from reconciler.scaffold import ScaffoldError
-from reconciler.scaffold.remedies import Remedy, baseline, failure_cause, next_remedy
+from reconciler.plan.remedies import Remedy, failure_cause, next_remedy
+from reconciler.scaffold.remedies import baseline
 from reconciler.scaffold.render import RenderedUnit, render_unit, yaml_arg
 from reconciler.scaffold.resources import (
     UserConfig,
