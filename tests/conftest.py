@@ -28,14 +28,3 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(f"the real stack is not installed ({', '.join(missing_stack())} missing): pip install -e '.[stack]'")
     return make_tiny_model(tmp_path_factory.mktemp("tiny-llama") / "model")
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (scripts/test runs two workers), tests that share a scarce resource run one
-    at a time in one worker: the single-node cluster has two job slots, and a test's jobs queued
-    behind another test's would turn its bound on a hang into a flake; the real-stack tests each fill
-    both cores with torch. Everything else is spread over the workers."""
-    for item in items:
-        if item.get_closest_marker("slurm") or "[slurm" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-        elif "tiny_model" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("stack"))
