@@ -32,7 +32,7 @@ from reconciler.engine.polling import PollPolicy, RunningJob, next_event, next_i
 from reconciler.observe.progress import epoch_due
 from reconciler.spec.load import load_spec
 from reconciler.spec.location import spec_path, spec_text
-from reconciler.spec.units import Desired, expand, tag_prefix
+from reconciler.spec.units import Desired, expand, job_stdout, tag_prefix
 
 HEADER_CACHE = "eval-headers.json"
 JOB_NAMES = "job-names.json"
@@ -314,7 +314,8 @@ def finished_eval_seconds(result: PassResult) -> dict[str, float]:
 
 def running_jobs(desired: Desired, result: PassResult, typical_eval: float | None = None) -> list[RunningJob]:
     """What the running jobs of a pass let us expect: fine-tunes write epochs at the pace of the
-    first ones, or when their progress bar says (a tail read of each running fine-tune's output); evals end after `typical_eval` seconds (how long finished ones ran); every job ends
+    first ones, or when their progress bar says (a tail read of each running fine-tune's output);
+    evals end after `typical_eval` seconds (how long finished ones ran); every job ends
     by its time limit."""
     from reconciler.timefmt import parse_time_limit
     from reconciler.scaffold.resources import resources_for
@@ -334,7 +335,7 @@ def running_jobs(desired: Desired, result: PassResult, typical_eval: float | Non
         except ValueError:
             limit = None
         mtimes = tuple(e.mtime for e in ev.epochs if e.state == "complete" and e.mtime is not None)
-        due = epoch_due(Path(str(unit.stdout).replace("%j", job.job_id))) if unit.kind == "finetune" else None
+        due = epoch_due(job_stdout(unit.stdout, job.job_id)) if unit.kind == "finetune" else None
         out.append(RunningJob(started_at=job.started_at, time_limit=limit, epochs_total=len(unit.epochs),
                               epoch_mtimes=mtimes, typical_seconds=typical_eval if unit.kind == "eval" else None,
                               epoch_due_at=due))

@@ -16,7 +16,7 @@ from reconciler.observe.attribution import OURS, JOB_NAME, Matrix, StdoutIndex, 
 from reconciler.observe.evallogs import HeaderCache, LogSummary, best_log, scan_dir
 from reconciler.observe.reader import Reader
 from reconciler.spec.fingerprint import read_script_fingerprint
-from reconciler.spec.units import Desired, Unit, tag_for, tag_prefix, units_of_tag
+from reconciler.spec.units import Desired, Unit, job_stdout, tag_for, tag_prefix, units_of_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +378,7 @@ STDOUT_TAIL_BYTES = 64 * 1024
 
 
 def stdout_shows_oom(pattern: Path, job_id: str, reader: Reader | None = None) -> bool:
-    path = Path(str(pattern).replace("%j", job_id))
+    path = job_stdout(pattern, job_id)
     try:
         with (reader or Reader()).open(path) as fh:
             size = fh.seek(0, 2)

@@ -15,7 +15,7 @@ from reconciler.jobs import Job
 from reconciler.apply.crashpoints import crash_point
 from reconciler.fsutil import atomic_write_text
 from reconciler.plan.planner import PlannedUnit
-from reconciler.spec.units import Desired, Unit
+from reconciler.spec.units import Desired, Unit, job_stdout
 
 if TYPE_CHECKING:  # loop imports the report modules' callers; keep the import for types only
     from reconciler.apply.apply import Event
@@ -199,7 +199,7 @@ def _record(unit: Unit, p: PlannedUnit, ev: UnitEvidence, state: str, job_id: st
         job_id=job_id, job_state=job.state if job else (same.job_state if same else None),
         submitted=submitted, started=started, ended=ended, completed=completed, elapsed_seconds=elapsed,
         attempts=p.attempts + (1 if submitted_now else 0), reason=p.reason,
-        stdout=str(unit.stdout).replace("%j", job_id) if job_id else None,
+        stdout=str(job_stdout(unit.stdout, job_id)) if job_id else None,
         log=log.path if log is not None else None,
         metric=log.metric if log is not None else None, value=log.value if log is not None else None,
         checkpoints=checkpoints,

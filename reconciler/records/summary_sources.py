@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.spec.units import Unit
+from reconciler.spec.units import Unit, job_stdout
 
 # torchtune's progress bar: `pbar.set_description(f"{curr_epoch + 1}|{self.global_step}|Loss: {loss}")`.
 LOSS_RE = re.compile(r"(\d+)\|(\d+)\|Loss: ([0-9.eE+-]+)")
@@ -44,7 +44,7 @@ def parse_losses(text: str) -> LossCurve | None:
 def stdout_for(unit: Unit, job_ids: list[str]) -> Path | None:
     """The job's stdout: the unit's --output pattern with %j = the newest known job, else the newest slurm-*.out."""
     for job_id in reversed(job_ids):
-        path = Path(str(unit.stdout).replace("%j", job_id))
+        path = job_stdout(unit.stdout, job_id)
         if path.is_file():
             return path
     if unit.kind != "finetune":

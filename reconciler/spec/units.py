@@ -61,6 +61,11 @@ class Desired:
         return {u.key: u for u in self.units}
 
 
+def job_stdout(pattern: Path, job_id: str) -> Path:
+    """A job's output file: the unit's `--output` pattern with SLURM's `%j` as the job id."""
+    return Path(str(pattern).replace("%j", job_id))
+
+
 def tag_for(experiment: str, key: str) -> str:
     """The job tag (SLURM --comment): which unit a job belongs to, across crashes and journals."""
     return f"reconciler:{experiment}:{key}"

@@ -14,7 +14,7 @@ from reconciler.engine.loop import PassResult, adaptive_pace, load_desired, run_
 from reconciler.apply.prepare import prepare_unit
 from reconciler.plan.planner import Policy
 from reconciler.engine.polling import PollPolicy
-from reconciler.spec.units import Desired
+from reconciler.spec.units import Desired, job_stdout
 from tests.integration.demo_env import copy_demo
 from tests.unit.sim_world import write_epoch
 from tests.unit.test_summary import FakeBackend
@@ -113,7 +113,7 @@ def test_before_its_first_epoch_a_fine_tune_is_due_when_its_progress_bar_says(tm
     # No epoch yet: the only guess is halfway through epoch 0's share of the 10-minute limit (150 s in).
     assert waits[-1] == 150 - 64
     # torchtune's bar, 64 s in: 47 s left in epoch 0. The checkpoint is due then, not at the guess.
-    out = Path(str(desired.by_key()[FINETUNE].stdout).replace("%j", job_id))
+    out = job_stdout(desired.by_key()[FINETUNE].stdout, job_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(cut_after(SLURM_OUT.read_bytes(), b"30/64 [01:04<00:47,  1.38s/it]"))
     os.utime(out, (T0 + 64, T0 + 64))
